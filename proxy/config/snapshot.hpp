@@ -1,0 +1,140 @@
+#pragma once
+// The immutable, typed result of loading a configuration file. Built once by config::load,
+// shared as std::shared_ptr<const snapshot>; a reload builds a new one (STYLE.md 5.3).
+// Every field maps to one row of the schema table (schema.cpp); names follow the TOML keys.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace cbagate::config {
+
+using seconds_f = std::chrono::duration<double>;
+
+/** `host:port`; host may be an IPv4 literal, a bracketed IPv6 literal or a name. */
+struct endpoint {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+enum class client_cert_mode { request, require };           // tls.client_cert
+enum class route_cert_policy { require, optional, none };   // route.client_cert
+enum class identity_mode { header, kerberos };              // identity.mode
+enum class upn_mapping { realm, enterprise };               // kerberos.upn_to_principal
+
+struct sni_certificate {
+  std::vector<std::string> server_names;  // exact names or "*.suffix"
+  std::string certificate;                // absolute path
+  std::string private_key;                // absolute path
+};
+
+struct server_section {
+  std::vector<endpoint> listen;           // server.listen
+  unsigned threads = 0;                   // server.threads, 0 = one per core
+  std::string admin_listen;               // server.admin_listen, "" = off
+  bool proxy_protocol = false;            // server.proxy_protocol (PROXY v2 from an L4 balancer)
+  std::uint32_t max_connections = 0;      // server.max_connections, 0 = no limit
+};
+
+struct tls_section {
+  std::string certificate;                // absolute paths from here on
+  std::string private_key;
+  std::string client_ca;
+  std::string client_intermediates;       // "" = none
+  std::vector<std::string> crl;
+  client_cert_mode client_cert = client_cert_mode::request;
+  std::string min_version = "1.2";        // "1.2" or "1.3"
+  std::string ciphers;                    // TLS 1.2 cipher list, "" = OpenSSL default
+  std::string ciphersuites;               // TLS 1.3 suites, "" = OpenSSL default
+  bool session_tickets = true;
+  seconds_f session_timeout{7200};
+  unsigned verify_depth = 5;
+  std::vector<sni_certificate> sni;       // [[tls.sni]]
+};
+
+struct auth_section {
+  bool upn_from_san = true;               // auth.upn_sources contains "san"
+  bool upn_from_subject = false;          // auth.upn_sources contains "subject"
+  std::size_t max_upn_length = 256;
+};
+
+struct limits_section {
+  std::size_t max_request_header_bytes = 49152;
+  std::size_t read_ahead_bytes = 49152;
+  std::size_t max_header_fields = 100;
+  std::size_t max_target_bytes = 16384;
+  std::uint64_t max_body_bytes = 0;       // default for routes, 0 = no limit
+  std::size_t max_response_header_bytes = 65536;
+};
+
+struct timeouts_section {
+  seconds_f handshake{10};
+  seconds_f request_header{30};
+  seconds_f idle{120};                    // keep-alive idle between requests
+  seconds_f upstream_connect{5};
+  seconds_f upstream_response{120};       // default per-route response timeout
+  seconds_f body_idle{60};                // no body byte in either direction for this long
+  seconds_f drain{30};
+};
+
+struct identity_section {
+  identity_mode mode = identity_mode::header;
+  std::string header = "X-Client-UPN";
+};
+
+struct kerberos_section {
+  std::string keytab;
+  std::string principal;
+  std::string target_spn;
+  upn_mapping upn_to_principal = upn_mapping::realm;
+  std::string krb5_config;                // "" = the environment's
+};
+
+struct upstream_server {
+  std::string url;                        // as written
+  bool tls = false;                       // https://
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+struct upstream_section {
+  std::vector<upstream_server> servers;
+  std::string ca;                         // CA bundle for https:// upstreams, "" = system store
+  std::string server_name;                // SNI/hostname to verify, "" = the URL's host
+  std::size_t max_idle_per_server = 64;
+  seconds_f idle_timeout{60};
+};
+
+struct access_log_section {
+  std::string path = "-";                 // "-" = stdout, "" = off
+  bool log_upn = true;
+};
+
+struct log_section {
+  std::string level = "info";             // trace, debug, info, warn, error, critical, off
+  std::string path = "-";                 // "-" = stderr
+};
+
+struct route {
+  std::string prefix;                     // "/owa"; matched case-insensitively on whole segments
+  route_cert_policy client_cert = route_cert_policy::require;
+  std::uint64_t max_body_bytes = 0;       // 0 = limits.max_body_bytes
+  seconds_f response_timeout{0};          // 0 = timeouts.upstream_response
+};
+
+struct snapshot {
+  std::string source;                     // path of the file this came from
+  server_section server;
+  tls_section tls;
+  auth_section auth;
+  limits_section limits;
+  timeouts_section timeouts;
+  identity_section identity;
+  kerberos_section kerberos;              // meaningful when identity.mode == kerberos
+  upstream_section upstream;
+  access_log_section access_log;
+  log_section log;
+  std::vector<route> routes;              // [[route]], in file order
+};
+
+}  // namespace cbagate::config

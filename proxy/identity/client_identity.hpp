@@ -1,0 +1,49 @@
+#pragma once
+// The value every module downstream of tls/ sees of a client certificate. No OpenSSL types.
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace cbagate::identity {
+
+/** Why a presented (or absent) certificate does not yield an identity. `none` = accepted. */
+enum class rejection : std::uint8_t {
+  none = 0,
+  no_certificate,    // nothing presented                              -> 403.7
+  untrusted,         // chain does not end at a configured anchor      -> 403.16
+  invalid,           // bad signature, malformed, wrong purpose, ...   -> 403.16
+  wrong_eku,         // no clientAuth extended key usage               -> 403.16
+  expired,           // leaf or a CA past notAfter                     -> 403.17
+  not_yet_valid,     // leaf or a CA before notBefore                  -> 403.17
+  revoked,           // on a CRL (or status unknown, fail closed)      -> 403.13
+  no_upn,            // no UPN from the configured sources             -> 403.16
+  multi_upn,         // more than one UPN                              -> 403.16
+  bad_upn_encoding,  // not UTF8String, control characters, too long   -> 403.16
+};
+
+/** Stable snake_case name, used in logs and metrics ("no_upn"). */
+std::string_view to_string(rejection r) noexcept;
+
+/** The IIS 403 substatus for a rejection: 7, 13, 16 or 17; 0 for `none`. */
+int iis_substatus(rejection r) noexcept;
+
+/**
+ * The outcome of one certificate verification, computed once per TLS connection.
+ * All strings are printable ASCII/UTF-8 with no control characters (safe to log).
+ */
+struct client_identity {
+  bool presented = false;                      // the client sent a certificate
+  rejection reason = rejection::no_certificate;
+  std::string upn;          // set only when reason == none
+  std::string subject;      // RFC 2253 one-line form
+  std::string issuer;       // RFC 2253 one-line form
+  std::string serial;       // upper-case hex, no separators
+  std::string sha256;       // lower-case hex of the leaf DER
+  std::int64_t not_before = 0;  // unix seconds
+  std::int64_t not_after = 0;   // unix seconds
+  std::string detail;       // verifier's own words on a rejection (e.g. OpenSSL's reason)
+
+  bool ok() const noexcept { return reason == rejection::none; }
+};
+
+}  // namespace cbagate::identity

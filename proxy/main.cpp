@@ -1,0 +1,2 @@
+#include <cstdio>
+int main() { std::puts("cbagate " CBAGATE_VERSION); return 0; }
