@@ -1,2 +1,91 @@
+// cbagate: client-certificate authentication in front of Microsoft Exchange.
+// Command line in the manner of nginx: -c FILE to run, -t/--check-config to test a file.
 #include <cstdio>
-int main() { std::puts("cbagate " CBAGATE_VERSION); return 0; }
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <string_view>
+
+#include "config/load.hpp"
+#include "config/schema.hpp"
+#include "observability/log.hpp"
+#include "server.hpp"
+
+namespace {
+
+constexpr const char* default_config = "/etc/cbagate/cbagate.toml";
+
+void usage(std::FILE* out) {
+  std::fprintf(out,
+               "usage: cbagate [-c FILE] [--ready-file PATH]\n"
+               "       cbagate --check-config FILE   (or -t [-c FILE])\n"
+               "       cbagate --print-schema | --version | --help\n"
+               "\n"
+               "  -c, --config FILE     configuration to run (default %s)\n"
+               "  -t, --check-config    load and validate the configuration, bind nothing;\n"
+               "                        exit 0 when valid, 2 when not (like nginx -t)\n"
+               "      --print-schema    every configuration key with type, default and meaning\n"
+               "      --ready-file PATH once listening, write the bound addresses there (JSON)\n"
+               "  -v, --version         print the version\n"
+               "  -h, --help            this text\n"
+               "\n"
+               "Signals: SIGHUP reloads the configuration and certificates, SIGTERM or SIGINT\n"
+               "drains (no new connections, in-flight requests finish within timeouts.drain).\n",
+               default_config);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path = default_config;
+  std::string ready_file;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    auto value = [&](std::string& out) {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "cbagate: %s needs a value\n", argv[i]);
+        std::exit(2);
+      }
+      out = argv[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      usage(stdout);
+      return 0;
+    } else if (a == "-v" || a == "--version") {
+      std::printf("cbagate %s\n", CBAGATE_VERSION);
+      return 0;
+    } else if (a == "--print-schema") {
+      cbagate::config::print_schema(std::cout);
+      return 0;
+    } else if (a == "-c" || a == "--config") {
+      value(config_path);
+    } else if (a == "-t") {
+      check = true;
+    } else if (a == "--check-config") {
+      check = true;
+      if (i + 1 < argc && argv[i + 1][0] != '-') config_path = argv[++i];
+    } else if (a == "--ready-file") {
+      value(ready_file);
+    } else {
+      std::fprintf(stderr, "cbagate: unknown argument '%s'\n", argv[i]);
+      usage(stderr);
+      return 2;
+    }
+  }
+
+  if (check) return cbagate::config::check_config(config_path, std::cout, std::cerr);
+
+  auto loaded = cbagate::config::load_file(config_path);
+  if (!loaded.ok()) {
+    for (const auto& d : loaded.errors) std::cerr << d.to_string() << "\n";
+    std::cerr << "cbagate: configuration file " << config_path << " test failed\n";
+    return 2;
+  }
+  const auto& cfg = *loaded.value;
+  if (auto r = cbagate::observability::init_logging(cfg.log.level, cfg.log.path); !r) {
+    std::fprintf(stderr, "cbagate: log: %s\n", r.error().message().c_str());
+    return 2;
+  }
+  return cbagate::run_server(loaded.value, {config_path, ready_file});
+}

@@ -1,0 +1,412 @@
+#include "server.hpp"
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "admin/admin_server.hpp"
+#include "config/load.hpp"
+#include "http/metrics.hpp"
+#include "http/runtime.hpp"
+#include "http/session.hpp"
+#include "observability/access_log.hpp"
+#include "observability/log.hpp"
+#include "observability/metrics.hpp"
+
+namespace cbagate {
+namespace {
+
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+
+// Builds the runtime of one snapshot: verifier, TLS contexts, routes, upstream TLS. Every
+// failure is a precise message; nothing is bound yet.
+std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config::snapshot> cfg,
+                                                   observability::access_log* access_log,
+                                                   http::metrics* metrics, std::string& error) {
+  auto rt = std::make_shared<http::runtime>();
+  rt->cfg = cfg;
+  rt->access_log = access_log;
+  rt->metrics = metrics;
+
+  identity::verifier_options vo;
+  vo.client_ca_file = cfg->tls.client_ca;
+  vo.client_intermediates_file = cfg->tls.client_intermediates;
+  vo.crl_files = cfg->tls.crl;
+  vo.upn.from_san = cfg->auth.upn_from_san;
+  vo.upn.from_subject = cfg->auth.upn_from_subject;
+  vo.upn.max_length = cfg->auth.max_upn_length;
+  vo.verify_depth = cfg->tls.verify_depth;
+  std::string detail;
+  auto verifier = identity::verifier::make(vo, &detail);
+  if (!verifier) {
+    error = "identity: " + (detail.empty() ? verifier.error().message() : detail);
+    return nullptr;
+  }
+  rt->verifier = *verifier;
+  rt->tls = tls::server_context::make(*cfg, rt->verifier, error);
+  if (!rt->tls) return nullptr;
+  auto routes = routing::route_table::make(cfg->routes);
+  if (!routes) {
+    error = "routing: " + routes.error().message();
+    return nullptr;
+  }
+  rt->routes = std::move(*routes);
+  bool any_tls_upstream = false;
+  for (const auto& s : cfg->upstream.servers) any_tls_upstream |= s.tls;
+  std::string uerr;
+  rt->upstream_tls = upstream::client_tls::make(cfg->upstream, uerr);
+  if (!rt->upstream_tls && any_tls_upstream) {
+    error = uerr;
+    return nullptr;
+  }
+  return rt;
+}
+
+tcp::endpoint to_endpoint(const config::endpoint& e, error_code& ec) {
+  std::string host = e.host;
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  auto addr = net::ip::make_address(host.empty() ? std::string("0.0.0.0") : host, ec);
+  return {addr, e.port};
+}
+
+struct worker_thread {
+  net::io_context ioc{1};
+  http::worker state;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+};
+
+class server {
+ public:
+  server(std::shared_ptr<const config::snapshot> cfg, server_options options)
+      : options_(std::move(options)), metrics_(registry_) {
+    cfg_.store(std::move(cfg));
+  }
+
+  int run() {
+    auto cfg = cfg_.load();
+    auto& log = *observability::logger("main");
+    auto access = observability::access_log::open(cfg->access_log.path, cfg->access_log.log_upn);
+    if (!access) {
+      log.critical("access_log: cannot open '{}': {}", cfg->access_log.path, access.error().message());
+      return 1;
+    }
+    access_log_ = std::move(*access);
+    std::string error;
+    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, error);
+    if (!rt) {
+      log.critical("startup: {}", error);
+      std::fprintf(stderr, "cbagate: %s\n", error.c_str());
+      return 1;
+    }
+    runtime_.store(rt);
+
+    unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < n; ++i) {
+      auto w = std::make_unique<worker_thread>();
+      w->state.index = i;
+      w->state.count = n;
+      workers_.push_back(std::move(w));
+    }
+    if (!bind_all(*cfg, error)) {
+      log.critical("startup: {}", error);
+      std::fprintf(stderr, "cbagate: %s\n", error.c_str());
+      return 1;
+    }
+    if (!start_admin(*cfg, error)) {
+      log.critical("startup: {}", error);
+      std::fprintf(stderr, "cbagate: %s\n", error.c_str());
+      return 1;
+    }
+    for (auto& w : workers_) {
+      for (auto& acc : w->acceptors)
+        net::co_spawn(w->ioc, accept_loop(*w, *acc), net::detached);
+      net::co_spawn(w->ioc, sweep_loop(*w), net::detached);
+    }
+    write_ready_file();
+    log.info("cbagate {} listening on {} with {} I/O threads", CBAGATE_VERSION, bound_list(), n);
+
+    // Signals on the main thread's own io_context: SIGHUP reloads, SIGTERM/SIGINT drain.
+    net::io_context main_ioc{1};
+    net::signal_set signals(main_ioc, SIGHUP, SIGTERM, SIGINT);
+    std::function<void()> arm;
+    arm = [&] {
+      signals.async_wait([&](error_code ec, int sig) {
+        if (ec) return;
+        if (sig == SIGHUP) {
+          reload();
+          arm();
+        } else {
+          drain();
+        }
+      });
+    };
+    arm();
+
+    std::vector<std::thread> threads;
+    for (auto& w : workers_) threads.emplace_back([&ioc = w->ioc] { ioc.run(); });
+    std::thread admin_thread([this] { admin_ioc_.run(); });
+    main_ioc.run();  // returns after drain() has stopped the signal wait
+    for (auto& t : threads) t.join();
+    admin_ioc_.stop();
+    admin_thread.join();
+    log.info("cbagate stopped");
+    return 0;
+  }
+
+ private:
+  bool bind_all(const config::snapshot& cfg, std::string& error) {
+    // Every I/O thread gets its own acceptor on each address (SO_REUSEPORT): the kernel spreads
+    // connections and no accept is shared across threads. Port 0 is resolved by the first bind.
+    for (const auto& listen : cfg.server.listen) {
+      error_code ec;
+      tcp::endpoint ep = to_endpoint(listen, ec);
+      if (ec) {
+        error = "server.listen: bad address '" + listen.host + "': " + ec.message();
+        return false;
+      }
+      for (auto& w : workers_) {
+        auto acc = std::make_unique<tcp::acceptor>(w->ioc);
+        acc->open(ep.protocol(), ec);
+        if (!ec) acc->set_option(tcp::acceptor::reuse_address(true), ec);
+        if (!ec) {
+          int one = 1;
+          if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+            ec = error_code(errno, boost::system::system_category());
+        }
+        if (!ec) acc->bind(ep, ec);
+        if (!ec) acc->listen(net::socket_base::max_listen_connections, ec);
+        if (ec) {
+          error = "server.listen: cannot listen on " + listen.host + ":" +
+                  std::to_string(ep.port()) + ": " + ec.message();
+          return false;
+        }
+        ep = acc->local_endpoint();  // the real port, for the next threads
+        w->acceptors.push_back(std::move(acc));
+      }
+      bound_.push_back(ep);
+    }
+    return true;
+  }
+
+  bool start_admin(const config::snapshot& cfg, std::string& error) {
+    if (cfg.server.admin_listen.empty()) return true;
+    admin_ = std::make_unique<admin::admin_server>(
+        admin_ioc_.get_executor(), cfg.server.admin_listen, registry_,
+        [this] { return !draining_.load(); }, [this] { return config_json(); },
+        std::function<std::string()>{});
+    auto r = admin_->listen();
+    if (!r) {
+      error = "server.admin_listen: cannot listen on " + cfg.server.admin_listen + ": " +
+              r.error().message();
+      return false;
+    }
+    admin_->start();
+    return true;
+  }
+
+  std::string config_json() const {
+    // Only what is safe to show: addresses, modes and routes; never key material paths' contents.
+    auto cfg = cfg_.load();
+    boost::json::object o;
+    boost::json::array listen;
+    for (const auto& ep : bound_) listen.emplace_back(ep.address().to_string() + ":" + std::to_string(ep.port()));
+    o["listen"] = std::move(listen);
+    o["source"] = cfg->source;
+    o["identity_mode"] = cfg->identity.mode == config::identity_mode::kerberos ? "kerberos" : "header";
+    boost::json::array routes;
+    for (const auto& r : cfg->routes) {
+      boost::json::object ro;
+      ro["prefix"] = r.prefix;
+      ro["client_cert"] = r.client_cert == config::route_cert_policy::require    ? "require"
+                          : r.client_cert == config::route_cert_policy::optional ? "optional"
+                                                                                 : "none";
+      routes.emplace_back(std::move(ro));
+    }
+    o["routes"] = std::move(routes);
+    boost::json::array ups;
+    for (const auto& s : cfg->upstream.servers) ups.emplace_back(s.url);
+    o["upstream"] = std::move(ups);
+    return boost::json::serialize(o);
+  }
+
+  net::awaitable<void> accept_loop(worker_thread& w, tcp::acceptor& acc) {
+    auto& log = *observability::logger("main");
+    net::steady_timer backoff(w.ioc);
+    for (;;) {
+      auto [ec, socket] = co_await acc.async_accept(use_tuple);
+      if (ec) {
+        if (ec == net::error::operation_aborted || !acc.is_open()) co_return;
+        // Out of descriptors or memory: say so and breathe, rather than spin.
+        log.error("accept failed: {}", ec.message());
+        backoff.expires_after(std::chrono::milliseconds(50));
+        co_await backoff.async_wait(use_tuple);
+        continue;
+      }
+      auto rt = runtime_.load();
+      const auto max_conn = rt->cfg->server.max_connections;
+      if (max_conn && metrics_.connections_active.value() >= static_cast<std::int64_t>(max_conn)) {
+        log.warn("server.max_connections ({}) reached: connection refused", max_conn);
+        continue;  // the socket closes here
+      }
+      metrics_.connections_total.inc();
+      if (w.state.pool_runtime != rt.get()) {
+        w.state.pool = std::make_shared<upstream::pool>(w.ioc.get_executor(), rt->cfg, rt->upstream_tls);
+        w.state.pool_runtime = rt.get();
+      }
+      net::co_spawn(w.ioc, http::run_session(std::move(socket), std::move(rt), w.state),
+                    [](std::exception_ptr e) {
+                      if (!e) return;
+                      try {
+                        std::rethrow_exception(e);
+                      } catch (const std::exception& ex) {
+                        observability::logger("http")->error("session ended by an exception (a bug): {}", ex.what());
+                      }
+                    });
+    }
+  }
+
+  net::awaitable<void> sweep_loop(worker_thread& w) {
+    net::steady_timer t(w.ioc);
+    while (!w.state.draining) {
+      t.expires_after(std::chrono::seconds(5));
+      auto [ec] = co_await t.async_wait(use_tuple);
+      if (ec) co_return;
+      if (w.state.pool) w.state.pool->sweep();
+    }
+  }
+
+  void reload() {
+    auto& log = *observability::logger("main");
+    auto result = config::load_file(options_.config_path);
+    if (!result.ok()) {
+      for (const auto& d : result.errors) log.error("reload: {}", d.to_string());
+      log.error("reload: configuration {} rejected; keeping the running one", options_.config_path);
+      return;
+    }
+    auto cfg = result.value;
+    auto current = cfg_.load();
+    if (cfg->server.listen.size() != current->server.listen.size() ||
+        cfg->server.threads != current->server.threads ||
+        cfg->server.admin_listen != current->server.admin_listen)
+      log.warn("reload: server.listen, server.threads and server.admin_listen take effect on restart only");
+    std::string error;
+    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, error);
+    if (!rt) {
+      log.error("reload: {}; keeping the running configuration", error);
+      return;
+    }
+    if (auto lr = observability::set_level(cfg->log.level); !lr)
+      log.error("reload: log.level: {}", lr.error().message());
+    cfg_.store(cfg);
+    runtime_.store(rt);  // new connections get it; live ones keep theirs
+    access_log_->reopen();
+    log.info("reload: configuration {} loaded", options_.config_path);
+  }
+
+  void drain() {
+    if (draining_.exchange(true)) return;
+    auto cfg = cfg_.load();
+    auto& log = *observability::logger("main");
+    log.info("drain: no new connections; waiting up to {}s for {} open connections", cfg->timeouts.drain.count(),
+             metrics_.connections_active.value());
+    const auto deadline = std::chrono::steady_clock::now() +
+                          std::chrono::duration_cast<std::chrono::steady_clock::duration>(cfg->timeouts.drain);
+    for (auto& w : workers_) {
+      net::co_spawn(w->ioc, drain_worker(*w, deadline), net::detached);
+    }
+  }
+
+  static net::awaitable<void> drain_worker(worker_thread& w, std::chrono::steady_clock::time_point deadline) {
+    w.state.draining = true;
+    for (auto& acc : w.acceptors) {
+      error_code ec;
+      acc->close(ec);
+    }
+    net::steady_timer t(w.ioc);
+    while (std::chrono::steady_clock::now() < deadline) {
+      // Idle keep-alive connections end now; busy ones end after their current response.
+      for (auto* h : w.state.sessions) {
+        if (h->idle && h->socket) {
+          error_code ec;
+          h->socket->cancel(ec);
+        }
+      }
+      if (w.state.sessions.empty()) break;
+      t.expires_after(std::chrono::milliseconds(50));
+      co_await t.async_wait(use_tuple);
+    }
+    for (auto* h : w.state.sessions) {
+      error_code ec;
+      if (h->socket) h->socket->close(ec);
+    }
+    w.state.pool.reset();
+    w.ioc.stop();
+  }
+
+  std::string bound_list() const {
+    std::string s;
+    for (const auto& ep : bound_) {
+      if (!s.empty()) s += ", ";
+      s += ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+    return s;
+  }
+
+  void write_ready_file() {
+    if (options_.ready_file.empty()) return;
+    boost::json::object o;
+    boost::json::array listen;
+    for (const auto& ep : bound_) listen.emplace_back(ep.address().to_string() + ":" + std::to_string(ep.port()));
+    o["listen"] = std::move(listen);
+    if (admin_) {
+      auto ep = admin_->local_endpoint();
+      o["admin"] = ep.address().to_string() + ":" + std::to_string(ep.port());
+    }
+    o["pid"] = static_cast<std::int64_t>(::getpid());
+    const std::string tmp = options_.ready_file + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << boost::json::serialize(o) << "\n";
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, options_.ready_file, ec);
+  }
+
+  server_options options_;
+  observability::registry registry_;
+  http::metrics metrics_;
+  std::atomic<std::shared_ptr<const config::snapshot>> cfg_;
+  std::atomic<std::shared_ptr<const http::runtime>> runtime_;
+  std::unique_ptr<observability::access_log> access_log_;
+  std::vector<std::unique_ptr<worker_thread>> workers_;
+  std::vector<tcp::endpoint> bound_;
+  net::io_context admin_ioc_{1};
+  std::unique_ptr<admin::admin_server> admin_;
+  std::atomic<bool> draining_{false};
+};
+
+}  // namespace
+
+int run_server(std::shared_ptr<const config::snapshot> cfg, const server_options& options) {
+  server s(std::move(cfg), options);
+  return s.run();
+}
+
+}  // namespace cbagate

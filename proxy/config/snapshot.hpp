@@ -2,6 +2,7 @@
 // The immutable, typed result of loading a configuration file. Built once by config::load,
 // shared as std::shared_ptr<const snapshot>; a reload builds a new one (STYLE.md 5.3).
 // Every field maps to one row of the schema table (schema.cpp); names follow the TOML keys.
+// operator== compares every field (a reload can tell which sections changed).
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -15,6 +16,8 @@ using seconds_f = std::chrono::duration<double>;
 struct endpoint {
   std::string host;
   std::uint16_t port = 0;
+
+  bool operator==(const endpoint&) const = default;
 };
 
 enum class client_cert_mode { request, require };           // tls.client_cert
@@ -26,6 +29,8 @@ struct sni_certificate {
   std::vector<std::string> server_names;  // exact names or "*.suffix"
   std::string certificate;                // absolute path
   std::string private_key;                // absolute path
+
+  bool operator==(const sni_certificate&) const = default;
 };
 
 struct server_section {
@@ -34,6 +39,8 @@ struct server_section {
   std::string admin_listen;               // server.admin_listen, "" = off
   bool proxy_protocol = false;            // server.proxy_protocol (PROXY v2 from an L4 balancer)
   std::uint32_t max_connections = 0;      // server.max_connections, 0 = no limit
+
+  bool operator==(const server_section&) const = default;
 };
 
 struct tls_section {
@@ -50,12 +57,16 @@ struct tls_section {
   seconds_f session_timeout{7200};
   unsigned verify_depth = 5;
   std::vector<sni_certificate> sni;       // [[tls.sni]]
+
+  bool operator==(const tls_section&) const = default;
 };
 
 struct auth_section {
   bool upn_from_san = true;               // auth.upn_sources contains "san"
   bool upn_from_subject = false;          // auth.upn_sources contains "subject"
   std::size_t max_upn_length = 256;
+
+  bool operator==(const auth_section&) const = default;
 };
 
 struct limits_section {
@@ -65,6 +76,8 @@ struct limits_section {
   std::size_t max_target_bytes = 16384;
   std::uint64_t max_body_bytes = 0;       // default for routes, 0 = no limit
   std::size_t max_response_header_bytes = 65536;
+
+  bool operator==(const limits_section&) const = default;
 };
 
 struct timeouts_section {
@@ -75,11 +88,15 @@ struct timeouts_section {
   seconds_f upstream_response{120};       // default per-route response timeout
   seconds_f body_idle{60};                // no body byte in either direction for this long
   seconds_f drain{30};
+
+  bool operator==(const timeouts_section&) const = default;
 };
 
 struct identity_section {
   identity_mode mode = identity_mode::header;
   std::string header = "X-Client-UPN";
+
+  bool operator==(const identity_section&) const = default;
 };
 
 struct kerberos_section {
@@ -88,6 +105,8 @@ struct kerberos_section {
   std::string target_spn;
   upn_mapping upn_to_principal = upn_mapping::realm;
   std::string krb5_config;                // "" = the environment's
+
+  bool operator==(const kerberos_section&) const = default;
 };
 
 struct upstream_server {
@@ -95,6 +114,8 @@ struct upstream_server {
   bool tls = false;                       // https://
   std::string host;
   std::uint16_t port = 0;
+
+  bool operator==(const upstream_server&) const = default;
 };
 
 struct upstream_section {
@@ -103,16 +124,22 @@ struct upstream_section {
   std::string server_name;                // SNI/hostname to verify, "" = the URL's host
   std::size_t max_idle_per_server = 64;
   seconds_f idle_timeout{60};
+
+  bool operator==(const upstream_section&) const = default;
 };
 
 struct access_log_section {
   std::string path = "-";                 // "-" = stdout, "" = off
   bool log_upn = true;
+
+  bool operator==(const access_log_section&) const = default;
 };
 
 struct log_section {
   std::string level = "info";             // trace, debug, info, warn, error, critical, off
   std::string path = "-";                 // "-" = stderr
+
+  bool operator==(const log_section&) const = default;
 };
 
 struct route {
@@ -120,6 +147,8 @@ struct route {
   route_cert_policy client_cert = route_cert_policy::require;
   std::uint64_t max_body_bytes = 0;       // 0 = limits.max_body_bytes
   seconds_f response_timeout{0};          // 0 = timeouts.upstream_response
+
+  bool operator==(const route&) const = default;
 };
 
 struct snapshot {
@@ -135,6 +164,8 @@ struct snapshot {
   access_log_section access_log;
   log_section log;
   std::vector<route> routes;              // [[route]], in file order
+
+  bool operator==(const snapshot&) const = default;
 };
 
 }  // namespace cbagate::config

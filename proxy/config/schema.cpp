@@ -1,0 +1,561 @@
+#include "config/schema.hpp"
+
+#include "config/detail/cursor.hpp"
+#include "config/validate.hpp"
+
+#include <cstdint>
+#include <limits>
+#include <ostream>
+#include <string>
+
+namespace cbagate::config {
+namespace {
+
+using detail::cursor;
+
+constexpr std::int64_t int64_max = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t one_day = 86400;
+
+constexpr std::string_view client_cert_modes[] = {"request", "require"};
+constexpr std::string_view tls_versions[] = {"1.2", "1.3"};
+constexpr std::string_view upn_source_names[] = {"san", "subject"};
+constexpr std::string_view identity_modes[] = {"header", "kerberos"};
+constexpr std::string_view upn_mappings[] = {"realm", "enterprise"};
+constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn",
+                                           "error", "critical", "off"};
+constexpr std::string_view route_policies[] = {"require", "optional", "none"};
+
+// `values` lists the enumerators in the order of the row's choices.
+template <class E, std::size_t N>
+E pick(const cursor& c, const E (&values)[N]) {
+  return values[c.choice() < N ? c.choice() : 0];
+}
+
+void apply_upn_sources(cursor& c) {
+  auto& auth = c.snap().auth;
+  auth.upn_from_san = false;
+  auth.upn_from_subject = false;
+  for (const std::size_t i : c.choice_list()) {
+    (i == 0 ? auth.upn_from_san : auth.upn_from_subject) = true;
+  }
+}
+
+void apply_sni_names(cursor& c) {
+  auto names = c.sni_names();
+  auto& sni = c.snap().tls.sni;
+  // One name must select one certificate: no repeats, in this entry or an earlier one.
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    for (std::size_t j = 0; j < i; ++j) {
+      if (iequals(names[i], names[j])) c.error("\"" + names[i] + "\" is listed twice");
+    }
+    for (std::size_t e = 0; e < c.index(); ++e) {
+      for (const std::string& other : sni[e].server_names) {
+        if (iequals(names[i], other)) {
+          c.error("\"" + names[i] + "\" is already served by tls.sni[" + std::to_string(e) + "]");
+        }
+      }
+    }
+  }
+  sni[c.index()].server_names = std::move(names);
+}
+
+void apply_route_prefix(cursor& c) {
+  std::string prefix = c.route_prefix();
+  if (prefix.empty()) return;
+  auto& routes = c.snap().routes;
+  // Matching is case-insensitive (IIS virtual directories), so "/OWA" and "/owa" collide.
+  for (std::size_t i = 0; i < c.index(); ++i) {
+    if (iequals(routes[i].prefix, prefix)) {
+      const std::string other = "route[" + std::to_string(i) + "].prefix";
+      const detail::position at = c.where_of(other);
+      c.error("duplicate route prefix \"" + prefix + "\" (case-insensitive): same as " + other +
+              (at.line ? " at line " + std::to_string(at.line) : std::string()));
+      return;
+    }
+  }
+  routes[c.index()].prefix = std::move(prefix);
+}
+
+bool kerberos_mode(cursor& c) { return c.snap().identity.mode == identity_mode::kerberos; }
+
+constexpr std::string_view file_constraint = "a readable file; relative to this file's directory";
+
+// The schema. Order: parents before children; identity before kerberos (kerberos keys depend on
+// identity.mode); the same order as config/cbagate.toml.
+constexpr schema_row rows[] = {
+    // ---------------------------------------------------------------- [server]
+    {.key = "server", .kind = value_kind::table,
+     .doc = "Listeners and process-wide connection settings."},
+    {.key = "server.listen", .kind = value_kind::string_array, .need = presence::required,
+     .constraint = "each \"host:port\" or \"[v6]:port\", port 0..65535",
+     .doc = "Addresses to accept TLS connections on. The host is an IPv4 literal, a bracketed IPv6 "
+            "literal or a name (0.0.0.0 / [::] = every address); port 0 takes any free port.",
+     .min = 1,
+     .apply = [](cursor& c) { c.snap().server.listen = c.endpoints(); }},
+    {.key = "server.threads", .kind = value_kind::integer, .default_text = "0",
+     .doc = "I/O threads; 0 = one per CPU core.",
+     .min = 0, .max = 1024,
+     .apply = [](cursor& c) { c.snap().server.threads = c.integer<unsigned>(); }},
+    {.key = "server.admin_listen", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or \"host:port\"",
+     .doc = "Plain-HTTP listener for /healthz, /readyz and /metrics; keep it on loopback or a "
+            "management network. \"\" = off.",
+     .apply = [](cursor& c) { c.snap().server.admin_listen = c.endpoint_or_empty(); }},
+    {.key = "server.proxy_protocol", .kind = value_kind::boolean, .default_text = "false",
+     .doc = "Expect a PROXY protocol v2 header on every connection (behind an L4 balancer); the "
+            "client address then comes from it.",
+     .apply = [](cursor& c) { c.snap().server.proxy_protocol = c.boolean(); }},
+    {.key = "server.max_connections", .kind = value_kind::integer, .default_text = "0",
+     .doc = "Open client connections at most; 0 = no limit.",
+     .min = 0, .max = 10'000'000,
+     .apply = [](cursor& c) { c.snap().server.max_connections = c.integer<std::uint32_t>(); }},
+
+    // ---------------------------------------------------------------- [tls]
+    {.key = "tls", .kind = value_kind::table,
+     .doc = "The TLS server side: certificates, client-certificate trust, protocol settings."},
+    {.key = "tls.certificate", .kind = value_kind::string, .need = presence::required,
+     .constraint = file_constraint,
+     .doc = "Server certificate chain (PEM): the leaf first, then its intermediates.",
+     .apply = [](cursor& c) { c.snap().tls.certificate = c.input_file(); }},
+    {.key = "tls.private_key", .kind = value_kind::string, .need = presence::required,
+     .constraint = file_constraint,
+     .doc = "Private key of tls.certificate (PEM). Keep it readable by the proxy only.",
+     .apply = [](cursor& c) { c.snap().tls.private_key = c.input_file(); }},
+    {.key = "tls.client_ca", .kind = value_kind::string, .need = presence::required,
+     .constraint = file_constraint,
+     .doc = "Trust anchors for client certificates (PEM bundle), the analogue of Active "
+            "Directory's NTAuth store: only chains ending at one of these are accepted.",
+     .apply = [](cursor& c) { c.snap().tls.client_ca = c.input_file(); }},
+    {.key = "tls.client_intermediates", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file",
+     .doc = "Extra intermediate CA certificates (PEM) for building client chains when clients "
+            "send only their leaf; never trusted as anchors. \"\" = none.",
+     .apply = [](cursor& c) { c.snap().tls.client_intermediates = c.input_file(); }},
+    {.key = "tls.crl", .kind = value_kind::string_array, .default_text = "[]",
+     .constraint = "each a readable file",
+     .doc = "Certificate revocation lists (PEM or DER files) of the client CAs; a revoked "
+            "client certificate gets 403.13.",
+     .apply = [](cursor& c) { c.snap().tls.crl = c.input_files(); }},
+    {.key = "tls.client_cert", .kind = value_kind::string, .default_text = "\"request\"",
+     .doc = "\"request\": every client is asked for a certificate and each route decides; "
+            "\"require\": the handshake fails without a valid one (no public routes then).",
+     .choices = client_cert_modes,
+     .apply = [](cursor& c) {
+       c.snap().tls.client_cert = pick(c, {client_cert_mode::request, client_cert_mode::require});
+     }},
+    {.key = "tls.min_version", .kind = value_kind::string, .default_text = "\"1.2\"",
+     .doc = "Lowest TLS version accepted.",
+     .choices = tls_versions,
+     .apply = [](cursor& c) { c.snap().tls.min_version = c.string(); }},
+    {.key = "tls.ciphers", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "OpenSSL cipher-list syntax",
+     .doc = "TLS 1.2 cipher list; \"\" = OpenSSL's default.",
+     .apply = [](cursor& c) { c.snap().tls.ciphers = c.string(); }},
+    {.key = "tls.ciphersuites", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "OpenSSL ciphersuites syntax",
+     .doc = "TLS 1.3 cipher suites; \"\" = OpenSSL's default.",
+     .apply = [](cursor& c) { c.snap().tls.ciphersuites = c.string(); }},
+    {.key = "tls.session_tickets", .kind = value_kind::boolean, .default_text = "true",
+     .doc = "Issue session tickets so clients can resume sessions without a full handshake.",
+     .apply = [](cursor& c) { c.snap().tls.session_tickets = c.boolean(); }},
+    {.key = "tls.session_timeout", .kind = value_kind::seconds, .default_text = "7200",
+     .doc = "How long a TLS session may be resumed, in seconds.",
+     .max = 7 * one_day,
+     .apply = [](cursor& c) { c.snap().tls.session_timeout = c.seconds(); }},
+    {.key = "tls.verify_depth", .kind = value_kind::integer, .default_text = "5",
+     .doc = "Most intermediate CA certificates allowed in a client chain.",
+     .min = 1, .max = 32,
+     .apply = [](cursor& c) { c.snap().tls.verify_depth = c.integer<unsigned>(); }},
+    {.key = "tls.sni", .kind = value_kind::table_array,
+     .doc = "Extra server certificates chosen by the SNI server name ([[tls.sni]]); "
+            "tls.certificate serves every other name.",
+     .apply = [](cursor& c) { c.snap().tls.sni.resize(c.count()); }},
+    {.key = "tls.sni.server_names", .kind = value_kind::string_array, .need = presence::required,
+     .constraint = "each a DNS name or \"*.suffix\"; unique across entries (case-insensitive)",
+     .doc = "Server names this certificate serves.",
+     .min = 1,
+     .apply = apply_sni_names},
+    {.key = "tls.sni.certificate", .kind = value_kind::string, .need = presence::required,
+     .constraint = file_constraint,
+     .doc = "Certificate chain (PEM) for these names, leaf first.",
+     .apply = [](cursor& c) { c.snap().tls.sni[c.index()].certificate = c.input_file(); }},
+    {.key = "tls.sni.private_key", .kind = value_kind::string, .need = presence::required,
+     .constraint = file_constraint,
+     .doc = "Private key (PEM) of this certificate.",
+     .apply = [](cursor& c) { c.snap().tls.sni[c.index()].private_key = c.input_file(); }},
+
+    // ---------------------------------------------------------------- [auth]
+    {.key = "auth", .kind = value_kind::table,
+     .doc = "How a client certificate becomes a user principal name (UPN)."},
+    {.key = "auth.upn_sources", .kind = value_kind::string_array, .default_text = "[\"san\"]",
+     .doc = "Where the UPN may come from: \"san\" = the SAN otherName 1.3.6.1.4.1.311.20.2.3 (as "
+            "AD certificate mapping does); \"subject\" = the subject CN when it has the form "
+            "user@domain.",
+     .min = 1, .choices = upn_source_names,
+     .apply = apply_upn_sources},
+    {.key = "auth.max_upn_length", .kind = value_kind::integer, .default_text = "256",
+     .doc = "Longest UPN accepted, in bytes; a longer one is rejected.",
+     .min = 1, .max = 1024,
+     .apply = [](cursor& c) { c.snap().auth.max_upn_length = c.integer<std::size_t>(); }},
+
+    // ---------------------------------------------------------------- [limits]
+    {.key = "limits", .kind = value_kind::table,
+     .doc = "Size limits of requests and responses (bytes unless stated)."},
+    {.key = "limits.max_request_header_bytes", .kind = value_kind::integer,
+     .default_text = "49152",
+     .doc = "Request line plus header fields; over it the client gets 431 and nothing is "
+            "forwarded.",
+     .min = 1024, .max = 1 << 20,
+     .apply = [](cursor& c) {
+       c.snap().limits.max_request_header_bytes = c.integer<std::size_t>();
+     }},
+    {.key = "limits.read_ahead_bytes", .kind = value_kind::integer, .default_text = "49152",
+     .doc = "Request body buffered while the upstream is not ready yet (connecting, Kerberos), "
+            "the analogue of IIS uploadReadAheadSize; then reading pauses (backpressure, not 413).",
+     .min = 0, .max = 64 << 20,
+     .apply = [](cursor& c) { c.snap().limits.read_ahead_bytes = c.integer<std::size_t>(); }},
+    {.key = "limits.max_header_fields", .kind = value_kind::integer, .default_text = "100",
+     .doc = "Most header fields in a request; over it: 431.",
+     .min = 1, .max = 10000,
+     .apply = [](cursor& c) { c.snap().limits.max_header_fields = c.integer<std::size_t>(); }},
+    {.key = "limits.max_target_bytes", .kind = value_kind::integer, .default_text = "16384",
+     .doc = "Longest request target (path and query); over it: 414.",
+     .min = 16, .max = 1 << 20,
+     .apply = [](cursor& c) { c.snap().limits.max_target_bytes = c.integer<std::size_t>(); }},
+    {.key = "limits.max_body_bytes", .kind = value_kind::integer, .default_text = "0",
+     .doc = "Largest request body for routes without their own max_body_bytes; over it: 413. "
+            "0 = no limit.",
+     .min = 0, .max = int64_max,
+     .apply = [](cursor& c) { c.snap().limits.max_body_bytes = c.integer<std::uint64_t>(); }},
+    {.key = "limits.max_response_header_bytes", .kind = value_kind::integer,
+     .default_text = "65536",
+     .doc = "Largest response header accepted from the upstream; over it: 502.",
+     .min = 1024, .max = 1 << 20,
+     .apply = [](cursor& c) {
+       c.snap().limits.max_response_header_bytes = c.integer<std::size_t>();
+     }},
+
+    // ---------------------------------------------------------------- [timeouts]
+    {.key = "timeouts", .kind = value_kind::table,
+     .doc = "Deadlines, in seconds (an integer or a float such as 0.5)."},
+    {.key = "timeouts.handshake", .kind = value_kind::seconds, .default_text = "10",
+     .doc = "TCP accept to the end of the TLS handshake (PROXY header included).",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.handshake = c.seconds(); }},
+    {.key = "timeouts.request_header", .kind = value_kind::seconds, .default_text = "30",
+     .doc = "Reading one complete request header (slow-loris protection).",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.request_header = c.seconds(); }},
+    {.key = "timeouts.idle", .kind = value_kind::seconds, .default_text = "120",
+     .doc = "Keep-alive: how long a client connection may sit idle between requests.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.idle = c.seconds(); }},
+    {.key = "timeouts.upstream_connect", .kind = value_kind::seconds, .default_text = "5",
+     .doc = "Connecting to an upstream server (TCP and TLS).",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.upstream_connect = c.seconds(); }},
+    {.key = "timeouts.upstream_response", .kind = value_kind::seconds, .default_text = "120",
+     .doc = "Waiting for the upstream's response header, for routes without their own "
+            "response_timeout.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.upstream_response = c.seconds(); }},
+    {.key = "timeouts.body_idle", .kind = value_kind::seconds, .default_text = "60",
+     .doc = "A body transfer with no byte in either direction for this long is aborted.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.body_idle = c.seconds(); }},
+    {.key = "timeouts.drain", .kind = value_kind::seconds, .default_text = "30",
+     .doc = "On shutdown, how long requests in flight may still finish.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().timeouts.drain = c.seconds(); }},
+
+    // ---------------------------------------------------------------- [identity]
+    {.key = "identity", .kind = value_kind::table,
+     .doc = "How the backend learns who the user is."},
+    {.key = "identity.mode", .kind = value_kind::string, .default_text = "\"header\"",
+     .doc = "\"header\": identity.header carries the UPN (the backend must trust the proxy); "
+            "\"kerberos\": Authorization: Negotiate from S4U2Self + S4U2Proxy (see [kerberos]), "
+            "for an unmodified Exchange.",
+     .choices = identity_modes,
+     .apply = [](cursor& c) {
+       c.snap().identity.mode = pick(c, {identity_mode::header, identity_mode::kerberos});
+     }},
+    {.key = "identity.header", .kind = value_kind::string, .default_text = "\"X-Client-UPN\"",
+     .constraint = "an HTTP field name; not a framing, hop-by-hop, credential or proxy-set field",
+     .doc = "Request header with the UPN in header mode. Client-sent copies are removed on "
+            "every route, in both modes.",
+     .apply = [](cursor& c) { c.snap().identity.header = c.header_name(); }},
+
+    // ---------------------------------------------------------------- [kerberos]
+    {.key = "kerberos", .kind = value_kind::table,
+     .doc = "Kerberos constrained delegation; used (and required) when identity.mode = "
+            "\"kerberos\"."},
+    {.key = "kerberos.keytab", .kind = value_kind::string, .need = presence::kerberos,
+     .constraint = file_constraint,
+     .doc = "Keytab with the key of kerberos.principal.",
+     .apply = [](cursor& c) { c.snap().kerberos.keytab = c.input_file(kerberos_mode(c)); }},
+    {.key = "kerberos.principal", .kind = value_kind::string, .need = presence::kerberos,
+     .constraint = "no spaces",
+     .doc = "The proxy's service principal as in the keytab (HTTP/cbagate.corp.example.com@"
+            "CORP.EXAMPLE.COM); its account needs constrained delegation to target_spn with "
+            "protocol transition.",
+     .apply = [](cursor& c) { c.snap().kerberos.principal = c.no_spaces(); }},
+    {.key = "kerberos.target_spn", .kind = value_kind::string, .need = presence::kerberos,
+     .constraint = "no spaces",
+     .doc = "Service principal of the Exchange backend that tickets are requested for "
+            "(HTTP/exchange.corp.example.com).",
+     .apply = [](cursor& c) { c.snap().kerberos.target_spn = c.no_spaces(); }},
+    {.key = "kerberos.upn_to_principal", .kind = value_kind::string,
+     .default_text = "\"realm\"",
+     .doc = "How a UPN names the user for S4U2Self: \"realm\" = its domain upper-cased is the "
+            "realm (alice@corp.example.com -> alice@CORP.EXAMPLE.COM); \"enterprise\" = the UPN "
+            "is an enterprise principal name that the KDC resolves (UPN suffixes other than the "
+            "realm).",
+     .choices = upn_mappings,
+     .apply = [](cursor& c) {
+       c.snap().kerberos.upn_to_principal = pick(c, {upn_mapping::realm, upn_mapping::enterprise});
+     }},
+    {.key = "kerberos.krb5_config", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file",
+     .doc = "krb5.conf to use; \"\" = the environment's (KRB5_CONFIG or /etc/krb5.conf).",
+     .apply = [](cursor& c) { c.snap().kerberos.krb5_config = c.input_file(kerberos_mode(c)); }},
+
+    // ---------------------------------------------------------------- [upstream]
+    {.key = "upstream", .kind = value_kind::table,
+     .doc = "The Exchange servers that requests are forwarded to."},
+    {.key = "upstream.servers", .kind = value_kind::string_array, .need = presence::required,
+     .constraint = "each \"http://host[:port]\" or \"https://host[:port]\"; no path, query or "
+                   "user@",
+     .doc = "Backend servers (or one internal load balancer).",
+     .min = 1,
+     .apply = [](cursor& c) { c.snap().upstream.servers = c.upstream_servers(); }},
+    {.key = "upstream.ca", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file",
+     .doc = "CA bundle (PEM) that verifies https:// upstreams; \"\" = the system trust store.",
+     .apply = [](cursor& c) { c.snap().upstream.ca = c.input_file(); }},
+    {.key = "upstream.server_name", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\", a DNS name or an IP address",
+     .doc = "Name sent as SNI and verified in the upstream certificate; \"\" = each URL's host.",
+     .apply = [](cursor& c) { c.snap().upstream.server_name = c.host_name_or_empty(); }},
+    {.key = "upstream.max_idle_per_server", .kind = value_kind::integer, .default_text = "64",
+     .doc = "Idle keep-alive connections kept per server; 0 = no reuse.",
+     .min = 0, .max = 65536,
+     .apply = [](cursor& c) {
+       c.snap().upstream.max_idle_per_server = c.integer<std::size_t>();
+     }},
+    {.key = "upstream.idle_timeout", .kind = value_kind::seconds, .default_text = "60",
+     .doc = "An idle pooled upstream connection is closed after this long, in seconds.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().upstream.idle_timeout = c.seconds(); }},
+
+    // ---------------------------------------------------------------- [access_log]
+    {.key = "access_log", .kind = value_kind::table,
+     .doc = "One JSON line per request, written when it finishes."},
+    {.key = "access_log.path", .kind = value_kind::string, .default_text = "\"-\"",
+     .constraint = "\"-\", \"\" or a file in an existing directory",
+     .doc = "\"-\" = stdout, \"\" = off, else a file (appended to).",
+     .apply = [](cursor& c) { c.snap().access_log.path = c.output_file({"-", ""}); }},
+    {.key = "access_log.log_upn", .kind = value_kind::boolean, .default_text = "true",
+     .doc = "Whether access-log lines carry the user's UPN.",
+     .apply = [](cursor& c) { c.snap().access_log.log_upn = c.boolean(); }},
+
+    // ---------------------------------------------------------------- [log]
+    {.key = "log", .kind = value_kind::table, .doc = "The diagnostic log."},
+    {.key = "log.level", .kind = value_kind::string, .default_text = "\"info\"",
+     .doc = "Least severe level written.",
+     .choices = log_levels,
+     .apply = [](cursor& c) { c.snap().log.level = c.string(); }},
+    {.key = "log.path", .kind = value_kind::string, .default_text = "\"-\"",
+     .constraint = "\"-\" or a file in an existing directory",
+     .doc = "\"-\" = stderr, else a file (appended to).",
+     .apply = [](cursor& c) { c.snap().log.path = c.output_file({"-"}); }},
+
+    // ---------------------------------------------------------------- [[route]]
+    {.key = "route", .kind = value_kind::table_array, .need = presence::required,
+     .doc = "Routes ([[route]], at least one). A request goes to the route with the longest "
+            "prefix matching its normalized path (case-insensitive, whole segments); no match "
+            "gets 404.",
+     .apply = [](cursor& c) { c.snap().routes.resize(c.count()); }},
+    {.key = "route.prefix", .kind = value_kind::string, .need = presence::required,
+     .constraint = "starts with \"/\"; no \".\" or \"..\" segment, \"//\", \"%\", \"\\\", \"?\", "
+                   "\"#\", space or control character; no trailing \"/\" except \"/\" itself; "
+                   "unique (case-insensitive)",
+     .doc = "Path prefix, e.g. \"/owa\"; \"/\" matches everything.",
+     .apply = apply_route_prefix},
+    {.key = "route.client_cert", .kind = value_kind::string, .default_text = "\"require\"",
+     .doc = "\"require\": a valid client certificate with one UPN, else 403 with the IIS "
+            "substatus; \"optional\": without a certificate the request goes through without an "
+            "identity, a presented one must be valid; \"none\": public, no identity is forwarded.",
+     .choices = route_policies,
+     .apply = [](cursor& c) {
+       c.snap().routes[c.index()].client_cert =
+           pick(c, {route_cert_policy::require, route_cert_policy::optional,
+                    route_cert_policy::none});
+     }},
+    {.key = "route.max_body_bytes", .kind = value_kind::integer, .default_text = "0",
+     .doc = "Largest request body on this route; over it: 413. 0 = limits.max_body_bytes.",
+     .min = 0, .max = int64_max,
+     .apply = [](cursor& c) {
+       c.snap().routes[c.index()].max_body_bytes = c.integer<std::uint64_t>();
+     }},
+    {.key = "route.response_timeout", .kind = value_kind::seconds_or_zero, .default_text = "0",
+     .doc = "Upstream response timeout on this route, in seconds (ActiveSync Ping holds a "
+            "request up to 59 minutes); 0 = timeouts.upstream_response.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().routes[c.index()].response_timeout = c.seconds(); }},
+};
+
+void write_wrapped(std::ostream& out, std::string_view text, std::string_view indent,
+                   std::size_t width) {
+  std::size_t col = 0;
+  while (!text.empty()) {
+    const std::size_t space = text.find(' ');
+    const std::string_view word = text.substr(0, space);
+    if (col > 0 && col + 1 + word.size() > width) {
+      out << '\n';
+      col = 0;
+    }
+    if (col == 0) {
+      out << indent << word;
+      col = indent.size() + word.size();
+    } else {
+      out << ' ' << word;
+      col += 1 + word.size();
+    }
+    if (space == std::string_view::npos) break;
+    text.remove_prefix(space + 1);
+  }
+  out << '\n';
+}
+
+std::string default_column(const schema_row& row) {
+  if (!row.default_text.empty()) return std::string(row.default_text);
+  switch (row.need) {
+    case presence::required:
+      return "required";
+    case presence::kerberos:
+      return "required in kerberos mode";
+    case presence::optional:
+      break;
+  }
+  return row.kind == value_kind::table_array ? "none" : "";
+}
+
+std::string markdown_cell(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '|') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::span<const schema_row> schema() noexcept { return rows; }
+
+const schema_row* find_row(std::string_view key) noexcept {
+  for (const schema_row& r : rows) {
+    if (r.key == key) return &r;
+  }
+  return nullptr;
+}
+
+std::string_view type_name(const schema_row& row) noexcept {
+  switch (row.kind) {
+    case value_kind::boolean:
+      return "boolean";
+    case value_kind::integer:
+      return "integer";
+    case value_kind::seconds:
+    case value_kind::seconds_or_zero:
+      return "seconds";
+    case value_kind::string:
+      return "string";
+    case value_kind::string_array:
+      return "array of strings";
+    case value_kind::table:
+      return "table";
+    case value_kind::table_array:
+      return "array of tables";
+  }
+  return "?";
+}
+
+std::string constraint_text(const schema_row& row) {
+  std::string out;
+  auto add = [&out](std::string_view part) {
+    if (part.empty()) return;
+    if (!out.empty()) out += "; ";
+    out += part;
+  };
+  switch (row.kind) {
+    case value_kind::integer:
+      add(std::to_string(row.min) + ".." +
+          (row.max == int64_max ? std::string("2^63-1") : std::to_string(row.max)));
+      break;
+    case value_kind::seconds:
+      add("> 0, at most " + std::to_string(row.max));
+      break;
+    case value_kind::seconds_or_zero:
+      add("0.." + std::to_string(row.max));
+      break;
+    case value_kind::string_array:
+      if (row.min > 0) add("at least " + std::to_string(row.min) + ", no duplicates");
+      else add("no duplicates");
+      break;
+    default:
+      break;
+  }
+  if (!row.choices.empty()) {
+    std::string list = row.kind == value_kind::string_array ? "each one of " : "one of ";
+    for (std::size_t i = 0; i < row.choices.size(); ++i) {
+      list += (i ? ", \"" : "\"") + std::string(row.choices[i]) + "\"";
+    }
+    add(list);
+  }
+  add(row.constraint);
+  return out;
+}
+
+void print_schema(std::ostream& out, schema_format format) {
+  if (format == schema_format::markdown) {
+    for (const schema_row& row : rows) {
+      if (row.kind == value_kind::table || row.kind == value_kind::table_array) {
+        const bool array = row.kind == value_kind::table_array;
+        out << "\n### " << (array ? "[[" : "[") << row.key << (array ? "]]" : "]") << "\n\n"
+            << markdown_cell(row.doc) << "\n\n"
+            << "| key | type | default | constraint | meaning |\n"
+            << "|---|---|---|---|---|\n";
+        continue;
+      }
+      const std::string_view leaf = row.key.substr(row.key.rfind('.') + 1);
+      out << "| `" << leaf << "` | " << type_name(row) << " | "
+          << markdown_cell(default_column(row)) << " | " << markdown_cell(constraint_text(row))
+          << " | " << markdown_cell(row.doc) << " |\n";
+    }
+    return;
+  }
+  out << "cbagate configuration keys (TOML). Relative file paths are resolved against the\n"
+         "configuration file's directory; unknown keys are errors.\n";
+  for (const schema_row& row : rows) {
+    if (row.kind == value_kind::table || row.kind == value_kind::table_array) {
+      const bool array = row.kind == value_kind::table_array;
+      out << '\n' << (array ? "[[" : "[") << row.key << (array ? "]]" : "]");
+      if (row.need == presence::required) out << "  (required)";
+      out << '\n';
+      write_wrapped(out, row.doc, "    ", 92);
+      continue;
+    }
+    out << "  " << row.key << "  (" << type_name(row);
+    const std::string def = default_column(row);
+    if (!def.empty()) {
+      out << (row.default_text.empty() ? ", " : ", default ") << def;
+    }
+    out << ")\n";
+    const std::string constraint = constraint_text(row);
+    if (!constraint.empty()) write_wrapped(out, "allowed: " + constraint, "      ", 92);
+    write_wrapped(out, row.doc, "      ", 92);
+  }
+}
+
+}  // namespace cbagate::config

@@ -1,0 +1,49 @@
+#pragma once
+// The format checks behind the schema's constraints, as pure functions so other modules (admin/
+// parses server.admin_listen) and tests can use them. Each returns the value or sets `why` to a
+// short reason ("port must be 0..65535") and returns nothing / false.
+#include "config/snapshot.hpp"
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace cbagate::config {
+
+/**
+ * "host:port" or "[v6]:port". The host is an IPv4 literal, a bracketed IPv6 literal (stored
+ * without brackets) or a DNS name; the port is 0..65535 (0 = any free port).
+ */
+std::optional<endpoint> parse_endpoint(std::string_view text, std::string& why);
+
+/**
+ * "http://host[:port]" or "https://host[:port]" (parsed with Boost.URL; default port 80/443);
+ * no userinfo, path (other than "/"), query or fragment; port 1..65535. IPv6 hosts are stored
+ * without brackets.
+ */
+std::optional<upstream_server> parse_upstream_url(std::string_view text, std::string& why);
+
+/**
+ * A route prefix: starts with "/", visible ASCII only (no space or control character), no "%",
+ * "\\", "?", "#" or "//", no "." or ".." segment, no trailing "/" except the bare "/".
+ * Such a prefix is already in the canonical form of a normalized path.
+ */
+bool is_valid_route_prefix(std::string_view prefix, std::string& why);
+
+/**
+ * A name for the identity header: an HTTP field name (RFC 9110 5.1 token) that is not a
+ * hop-by-hop, framing, authentication or proxy-set field (Host, Content-Length, Connection,
+ * Authorization, X-Forwarded-For, ...).
+ */
+bool is_valid_identity_header(std::string_view name, std::string& why);
+
+/** A DNS host name (letters, digits, hyphens; labels 1..63; at most 253) or an IP literal. */
+bool is_valid_host_name(std::string_view name, std::string& why);
+
+/** An SNI server name to match: a DNS name or "*.suffix" (one wildcard label, leftmost). */
+bool is_valid_sni_name(std::string_view name, std::string& why);
+
+/** ASCII case-insensitive equality. */
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+}  // namespace cbagate::config

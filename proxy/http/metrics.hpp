@@ -1,0 +1,35 @@
+#pragma once
+// The proxy's request and connection metrics: declared once here, registered with the server's
+// registry, exported by admin/ (STYLE.md 5.8). No label carries a user, a client address or a
+// path: every label set is fixed up front.
+#include "identity/client_identity.hpp"
+#include "observability/access_log.hpp"
+#include "observability/metrics.hpp"
+
+namespace cbagate::http {
+
+struct metrics {
+  explicit metrics(observability::registry& r);
+
+  observability::counter& requests_total;
+  observability::labeled_counter& responses;          // by status class
+  observability::labeled_counter& errors;             // by stable error code family
+  observability::labeled_counter& cert_rejections;    // by rejection reason
+  observability::gauge& connections_active;
+  observability::counter& connections_total;
+  observability::counter& handshakes_total;
+  observability::counter& handshakes_resumed;
+  observability::counter& handshake_failures;
+  observability::counter& upstream_connect_failures;
+  observability::counter& bytes_in;
+  observability::counter& bytes_out;
+  observability::histogram& request_seconds;
+
+  /** Counts a refused certificate by its reason. */
+  void count_rejection(identity::rejection r) noexcept;
+
+  /** Everything a finished request contributes (status class, error family, bytes, time). */
+  void observe(const observability::access_record& rec) noexcept;
+};
+
+}  // namespace cbagate::http

@@ -1,0 +1,671 @@
+#include "http/session.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "http/framing.hpp"
+#include "http/local_reply.hpp"
+#include "http/sanitize.hpp"
+#include "observability/log.hpp"
+#include "routing/authorize.hpp"
+#include "routing/normalize.hpp"
+
+namespace cbagate::http {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using namespace net::experimental::awaitable_operators;
+using steady = std::chrono::steady_clock;
+using client_stream = net::ssl::stream<beast::tcp_stream>;
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t relay_chunk = 16384;
+
+template <class D>
+std::int64_t micros(D d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+std::chrono::milliseconds ms(config::seconds_f s) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(s);
+}
+
+bool is_disconnect(const error_code& ec) {
+  return ec == net::error::eof || ec == net::ssl::error::stream_truncated ||
+         ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+         ec == net::error::operation_aborted || ec == beast::error::timeout;
+}
+
+// Everything a connection keeps between its requests.
+struct connection {
+  client_stream& stream;
+  beast::flat_buffer& buf;
+  const runtime& rt;
+  worker& w;
+  session_handle& handle;
+  const identity::client_identity& id;
+  std::uint64_t conn_id;
+  std::uint64_t requests = 0;
+  std::string client;       // "ip:port"
+  std::string client_ip;
+  std::string sni;
+  std::string tls_version;
+  bool resumed = false;
+  std::shared_ptr<upstream::pool> pool;  // of this connection's runtime
+
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream); }
+};
+
+// What one exchange ended with; decides keep-alive on both sides.
+struct outcome {
+  bool client_keep_alive = false;
+  bool upstream_reusable = false;  // the backend connection may go back to the pool
+};
+
+// --- reading the request header ----------------------------------------------------------------
+
+enum class header_status { ok, closed, timeout, too_large, error };
+
+// Reads until the blank line that ends the header, into c.buf. Reads are capped so that the body
+// bytes that may arrive together with the header never exceed limits.read_ahead_bytes: that is
+// all the body the proxy holds before the upstream is ready (the uploadReadAheadSize analogue).
+net::awaitable<header_status> read_header_block(connection& c, std::size_t& header_len) {
+  const auto& lim = c.rt.cfg->limits;
+  const std::size_t read_cap = std::max<std::size_t>(lim.read_ahead_bytes, 1024);
+  std::size_t searched = 0;
+  bool first = c.buf.size() == 0;
+  for (;;) {
+    std::string_view data(static_cast<const char*>(c.buf.data().data()), c.buf.size());
+    const std::size_t from = searched >= 3 ? searched - 3 : 0;
+    if (auto pos = data.find("\r\n\r\n", from); pos != std::string_view::npos) {
+      header_len = pos + 4;
+      if (header_len > lim.max_request_header_bytes) co_return header_status::too_large;
+      co_return header_status::ok;
+    }
+    searched = data.size();
+    if (data.size() >= lim.max_request_header_bytes) co_return header_status::too_large;
+    // Between requests the idle timeout applies; once a byte has come, the header timeout.
+    c.tcp().expires_after(first ? ms(c.rt.cfg->timeouts.idle) : ms(c.rt.cfg->timeouts.request_header));
+    const std::size_t room = std::min(read_cap, lim.max_request_header_bytes + 4 - data.size());
+    auto [ec, n] = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
+    if (ec) {
+      if (ec == beast::error::timeout) co_return first ? header_status::closed : header_status::timeout;
+      co_return (ec == net::error::eof || ec == net::ssl::error::stream_truncated ||
+                 ec == net::error::connection_reset)
+                    ? header_status::closed
+                    : header_status::error;
+    }
+    c.buf.commit(n);
+    if (first) {
+      first = false;
+      c.handle.idle = false;
+    }
+  }
+}
+
+// --- local replies -------------------------------------------------------------------------------
+
+net::awaitable<void> send_local(connection& c, observability::access_record& rec, reply r,
+                                int substatus, bool keep_alive, unsigned version = 11) {
+  const local_reply_info info = info_for(r, substatus);
+  keep_alive = keep_alive && !info.must_close;
+  auto res = make_local_reply(info, version, keep_alive);
+  rec.status = static_cast<int>(res.result_int());
+  rec.substatus = substatus;
+  if (rec.error.empty()) rec.error = std::string(info.code);
+  c.tcp().expires_after(ms(c.rt.cfg->timeouts.body_idle));
+  auto [ec, n] = co_await bhttp::async_write(c.stream, res, use_tuple);
+  (void)n;
+  if (ec) rec.error = rec.error.empty() ? "client_closed" : rec.error;
+}
+
+// --- waiting for the response while watching the client ------------------------------------------
+
+// Completes only when the client has gone away (FIN, reset or TLS close) while its request is
+// held upstream - the case of a phone dropping a held Ping. Bytes the client sends meanwhile
+// (a pipelined request) stay in c.buf for later, and watching stops.
+net::awaitable<void> watch_client(connection& c) {
+  auto& sock = c.tcp().socket();
+  c.tcp().expires_never();
+  auto [wec] = co_await sock.async_wait(net::socket_base::wait_read, use_tuple);
+  if (!wec) {
+    auto [ec, n] = co_await c.stream.async_read_some(c.buf.prepare(relay_chunk), use_tuple);
+    if (ec) co_return;  // closed or broken: the client is gone
+    c.buf.commit(n);
+  } else if (wec == net::error::operation_aborted) {
+    co_return;  // cancelled because the response came first; the result is ignored
+  }
+  net::steady_timer forever(c.stream.get_executor(), steady::time_point::max());
+  co_await forever.async_wait(use_tuple);
+}
+
+template <class Up>
+net::awaitable<error_code> read_response_header(Up& up, beast::flat_buffer& ubuf,
+                                                bhttp::response_parser<bhttp::buffer_body>& p) {
+  auto [ec, n] = co_await bhttp::async_read_header(up, ubuf, p, use_tuple);
+  (void)n;
+  co_return ec;
+}
+
+// --- the exchange with the backend ---------------------------------------------------------------
+
+struct exchange_plan {
+  bool request_has_body = false;
+  bool send_continue = false;      // the client sent Expect: 100-continue
+  bool head = false;
+  std::uint64_t max_body = 0;      // 0 = unlimited
+  std::chrono::milliseconds response_timeout{0};
+};
+
+// Streams the request (header + body) to the backend and the response back to the client.
+// Returns the outcome; fills rec. Local error replies are sent from here while nothing of the
+// response has gone to the client yet.
+template <class Up>
+net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uconn,
+                                 bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                 const exchange_plan& plan, observability::access_record& rec,
+                                 steady::time_point t0) {
+  outcome out;
+  auto& req = req_p.get();
+  auto& utcp = uconn.tcp();
+  const auto body_idle = ms(c.rt.cfg->timeouts.body_idle);
+
+  // 100 Continue now that the backend is ready: the client sends its body only from here on.
+  if (plan.send_continue) {
+    bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+    c.tcp().expires_after(body_idle);
+    auto [ec, n] = co_await bhttp::async_write(c.stream, cont, use_tuple);
+    (void)n;
+    if (ec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+  }
+
+  // Request header, then body chunks as they come (never the whole body in memory).
+  bhttp::request_serializer<bhttp::buffer_body> sr{req};
+  req.body().data = nullptr;
+  req.body().size = 0;
+  req.body().more = plan.request_has_body;
+  utcp.expires_after(body_idle);
+  {
+    auto [ec, n] = co_await bhttp::async_write_header(up, sr, use_tuple);
+    (void)n;
+    if (ec) {
+      rec.error = "upstream_write_failed";
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return out;
+    }
+  }
+  std::unique_ptr<char[]> chunk;
+  if (plan.request_has_body) {
+    chunk = std::make_unique<char[]>(relay_chunk);
+    while (!req_p.is_done()) {
+      req.body().data = chunk.get();
+      req.body().size = relay_chunk;
+      c.tcp().expires_after(body_idle);
+      auto [rec_ec, rn] = co_await bhttp::async_read(c.stream, c.buf, req_p, use_tuple);
+      (void)rn;
+      if (rec_ec == bhttp::error::need_buffer) rec_ec = {};
+      if (rec_ec) {
+        rec.error = is_disconnect(rec_ec) ? "client_closed" : "bad_request_body";
+        if (!is_disconnect(rec_ec) && rec_ec != bhttp::error::partial_message)
+          co_await send_local(c, rec, reply::bad_request, 0, false);
+        co_return out;
+      }
+      const std::size_t got = relay_chunk - req.body().size;
+      rec.bytes_in += got;
+      if (plan.max_body && rec.bytes_in > plan.max_body) {
+        rec.error = "body_too_large";
+        co_await send_local(c, rec, reply::body_too_large, 0, false);
+        co_return out;
+      }
+      req.body().data = chunk.get();
+      req.body().size = got;
+      req.body().more = !req_p.is_done();
+      utcp.expires_after(body_idle);
+      auto [wec, wn] = co_await bhttp::async_write(up, sr, use_tuple);
+      (void)wn;
+      if (wec == bhttp::error::need_buffer) wec = {};
+      if (wec) {
+        rec.error = "upstream_write_failed";
+        co_await send_local(c, rec, reply::upstream_reset, 0, false);
+        co_return out;
+      }
+    }
+    if (!sr.is_done()) {
+      req.body().data = nullptr;
+      req.body().size = 0;
+      req.body().more = false;
+      utcp.expires_after(body_idle);
+      auto [wec, wn] = co_await bhttp::async_write(up, sr, use_tuple);
+      (void)wn;
+      if (wec == bhttp::error::need_buffer) wec = {};
+      if (wec) {
+        rec.error = "upstream_write_failed";
+        co_await send_local(c, rec, reply::upstream_reset, 0, false);
+        co_return out;
+      }
+    }
+  }
+
+  // The response header: held as long as the route allows (ActiveSync Ping: up to an hour),
+  // while watching for the client to go away.
+  beast::flat_buffer ubuf;
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> res_p;
+  for (;;) {
+    res_p.emplace();
+    res_p->header_limit(static_cast<std::uint32_t>(c.rt.cfg->limits.max_response_header_bytes));
+    res_p->body_limit(boost::none);
+    if (plan.head) res_p->skip(true);
+    utcp.expires_after(plan.response_timeout);
+    auto r = co_await (read_response_header(up, ubuf, *res_p) || watch_client(c));
+    if (r.index() == 1) {
+      rec.error = "client_closed";
+      rec.status = 499;  // nginx's convention for "client closed the request"
+      co_return out;
+    }
+    error_code ec = std::get<0>(r);
+    if (ec) {
+      const bool timeout = ec == beast::error::timeout;
+      rec.error = timeout ? "upstream_timeout" : "upstream_reset";
+      spdlog::logger& log = *observability::logger("http");
+      log.warn("conn={} req={} upstream {} failed before the response header: {}", c.conn_id,
+               rec.req_id, rec.upstream, timeout ? std::string("response timeout") : ec.message());
+      co_await send_local(c, rec, timeout ? reply::upstream_timeout : reply::upstream_reset, 0, false);
+      co_return out;
+    }
+    const unsigned code = res_p->get().result_int();
+    if (code >= 100 && code < 200) {
+      if (code == 101) {  // no protocol upgrades through this proxy
+        rec.error = "upstream_upgrade";
+        co_await send_local(c, rec, reply::upstream_reset, 0, false);
+        co_return out;
+      }
+      continue;  // interim responses are the proxy's business, not the client's
+    }
+    break;
+  }
+  rec.upstream_first_byte_us = micros(steady::now() - t0);
+  auto& res = res_p->get();
+  rec.upstream_status = static_cast<int>(res.result_int());
+  const bool upstream_keep_alive = res.keep_alive();
+  const bool known_length = res.has_content_length() || res.chunked() || plan.head ||
+                            res.result_int() == 204 || res.result_int() == 304;
+  sanitize_response(res);
+  // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
+  // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
+  const bool client_11 = req.version() >= 11;
+  bool client_keep_alive = req.keep_alive() && !c.w.draining;
+  if (!res.has_content_length() && !plan.head && res.result_int() != 204 &&
+      res.result_int() != 304) {
+    if (client_11)
+      res.chunked(true);
+    else
+      client_keep_alive = false;
+  }
+  res.version(req.version());
+  res.keep_alive(client_keep_alive);
+
+  bhttp::response_serializer<bhttp::buffer_body> rs{res};
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = !res_p->is_done();
+  c.tcp().expires_after(body_idle);
+  {
+    auto [ec, n] = co_await bhttp::async_write_header(c.stream, rs, use_tuple);
+    (void)n;
+    if (ec) {
+      rec.status = rec.upstream_status;
+      rec.error = "client_closed";
+      co_return out;
+    }
+  }
+  rec.status = rec.upstream_status;
+  if (!chunk) chunk = std::make_unique<char[]>(relay_chunk);
+  while (!res_p->is_done()) {
+    res.body().data = chunk.get();
+    res.body().size = relay_chunk;
+    utcp.expires_after(body_idle);
+    auto [ec, n] = co_await bhttp::async_read(up, ubuf, *res_p, use_tuple);
+    (void)n;
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec) {
+      // The backend died mid-response: the client cannot be told by a status any more, only by
+      // an incomplete message, so its connection is closed.
+      rec.error = ec == beast::error::timeout ? "upstream_timeout" : "upstream_reset";
+      observability::logger("http")->warn(
+          "conn={} req={} upstream {} failed mid-response after {} bytes: {}", c.conn_id,
+          rec.req_id, rec.upstream, rec.bytes_out, ec.message());
+      co_return out;
+    }
+    const std::size_t got = relay_chunk - res.body().size;
+    res.body().data = chunk.get();
+    res.body().size = got;
+    res.body().more = !res_p->is_done();
+    c.tcp().expires_after(body_idle);
+    auto [wec, wn] = co_await bhttp::async_write(c.stream, rs, use_tuple);
+    (void)wn;
+    if (wec == bhttp::error::need_buffer) wec = {};
+    if (wec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+    rec.bytes_out += got;
+  }
+  if (!rs.is_done()) {
+    res.body().data = nullptr;
+    res.body().size = 0;
+    res.body().more = false;
+    c.tcp().expires_after(body_idle);
+    auto [wec, wn] = co_await bhttp::async_write(c.stream, rs, use_tuple);
+    (void)wn;
+    if (wec == bhttp::error::need_buffer) wec = {};
+    if (wec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+  }
+  (void)known_length;
+  out.client_keep_alive = client_keep_alive;
+  // The backend connection is reused only after a clean, complete exchange.
+  if (upstream_keep_alive && res_p->is_done() && req_p.is_done() && ubuf.size() == 0)
+    out.upstream_reusable = true;
+  co_return out;
+}
+
+// --- one request ---------------------------------------------------------------------------------
+
+// Serves one request whose header block is in c.buf[0, header_len). Returns whether the client
+// connection may carry another request.
+net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
+  const auto t0 = steady::now();
+  const config::snapshot& cfg = *c.rt.cfg;
+  observability::access_record rec;
+  rec.time = std::chrono::system_clock::now();
+  rec.conn_id = c.conn_id;
+  rec.req_id = ++c.requests;
+  rec.client = c.client;
+  rec.sni = c.sni;
+  rec.tls_version = c.tls_version;
+  rec.tls_resumed = c.resumed;
+  if (c.id.presented) {
+    rec.cert_serial = c.id.serial;
+    rec.cert_issuer = c.id.issuer;
+    rec.cert_sha256 = c.id.sha256;
+  }
+  metrics& m = *c.rt.metrics;
+  m.requests_total.inc();
+
+  auto finish = [&](bool keep) {
+    rec.total_us = micros(steady::now() - t0);
+    m.observe(rec);
+    if (c.rt.access_log) c.rt.access_log->write(rec);
+    return keep;
+  };
+
+  // Framing checks on the raw bytes first: what Beast would tolerate, we refuse.
+  std::string_view raw(static_cast<const char*>(c.buf.data().data()), header_len);
+  if (auto fe = scan_header_block(raw)) {
+    rec.error = "framing:" + std::string(to_string(*fe));
+    co_await send_local(c, rec, reply::bad_request, 0, false);
+    co_return finish(false);
+  }
+  bhttp::request_parser<bhttp::buffer_body> req_p;
+  req_p.header_limit(static_cast<std::uint32_t>(cfg.limits.max_request_header_bytes + 4));
+  req_p.body_limit(boost::none);
+  {
+    error_code ec;
+    const std::size_t used = req_p.put(net::buffer(raw.data(), raw.size()), ec);
+    if (ec || !req_p.is_header_done() || used != header_len) {
+      rec.error = ec ? "bad_request_header" : "bad_request_header";
+      co_await send_local(c, rec, reply::bad_request, 0, false);
+      co_return finish(false);
+    }
+  }
+  c.buf.consume(header_len);
+  auto& req = req_p.get();
+  rec.method = std::string(req.method_string());
+  if (auto ua = req.find(bhttp::field::user_agent); ua != req.end())
+    rec.user_agent = std::string(ua->value());
+  if (auto fe = check_request_framing(req.base())) {
+    rec.error = "framing:" + std::string(to_string(*fe));
+    co_await send_local(c, rec, reply::bad_request, 0, false);
+    co_return finish(false);
+  }
+  if (static_cast<std::size_t>(std::distance(req.begin(), req.end())) > cfg.limits.max_header_fields) {
+    rec.error = "too_many_fields";
+    co_await send_local(c, rec, reply::header_too_large, 0, false);
+    co_return finish(false);
+  }
+  const bool has_body = req.chunked() || (req.has_content_length() && req_p.content_length() &&
+                                          *req_p.content_length() > 0);
+  // Only GET/HEAD/... without a body may keep the connection after a local refusal; with a
+  // body the unread bytes would be taken for the next request.
+  const bool keep_after_refusal = !has_body && req.keep_alive() && !c.w.draining;
+
+  if (req.method() == bhttp::verb::connect || req.method() == bhttp::verb::unknown) {
+    rec.error = "method_not_supported";
+    co_await send_local(c, rec, reply::not_implemented, 0, false);
+    co_return finish(false);
+  }
+
+  // Normalize once; route on the normalized path; forward exactly that path.
+  auto target = routing::normalize_target(req.target(), cfg.limits.max_target_bytes);
+  if (!target) {
+    rec.path = "";
+    rec.error = "bad_path:" + target.error().message();
+    co_await send_local(c, rec, reply::bad_request, 0, false);
+    co_return finish(false);
+  }
+  rec.path = target->path;
+  rec.query = target->query;
+  const config::route* route = c.rt.routes.match(target->path);
+  if (!route) {
+    rec.error = "no_route";
+    co_await send_local(c, rec, reply::not_found, 0, keep_after_refusal, req.version());
+    co_return finish(keep_after_refusal);
+  }
+  rec.route = route->prefix;
+
+  // Authorize: the certificate outcome of this connection against the route's policy.
+  const routing::decision d = routing::authorize(*route, c.id);
+  if (!d.allow) {
+    rec.error = std::string(identity::to_string(d.reason));
+    m.count_rejection(d.reason);
+    co_await send_local(c, rec, reply::forbidden, d.substatus, keep_after_refusal, req.version());
+    co_return finish(keep_after_refusal);
+  }
+  if (d.forward_identity && cfg.access_log.log_upn) rec.upn = c.id.upn;
+
+  const std::uint64_t max_body = route->max_body_bytes ? route->max_body_bytes : cfg.limits.max_body_bytes;
+  if (max_body && req_p.content_length() && *req_p.content_length() > max_body) {
+    rec.error = "body_too_large";
+    co_await send_local(c, rec, reply::body_too_large, 0, false, req.version());
+    co_return finish(false);
+  }
+
+  // Build the upstream request in place: sanitized header, canonical target, our identity.
+  exchange_plan plan;
+  plan.request_has_body = has_body;
+  plan.head = req.method() == bhttp::verb::head;
+  plan.max_body = max_body;
+  plan.response_timeout = ms(route->response_timeout.count() > 0 ? route->response_timeout
+                                                                  : cfg.timeouts.upstream_response);
+  const bool was_chunked = req.chunked();
+  if (auto e = req.find(bhttp::field::expect); e != req.end()) {
+    if (beast::iequals(e->value(), "100-continue") && req.version() >= 11 && has_body) {
+      plan.send_continue = true;
+    } else if (!beast::iequals(e->value(), "100-continue")) {
+      rec.error = "expectation_failed";
+      co_await send_local(c, rec, reply::expectation_failed, 0, false, req.version());
+      co_return finish(false);
+    }
+    req.erase(bhttp::field::expect);
+  }
+  std::string host = target->authority.empty() ? std::string(req[bhttp::field::host])
+                                               : target->authority;
+  sanitize_request(req.base(), sanitize_options{cfg.identity.header,
+                                                route->client_cert != config::route_cert_policy::none});
+  add_forwarding_headers(req.base(), forwarding_info{c.client_ip, "https", host});
+  if (!host.empty()) req.set(bhttp::field::host, host);
+  if (d.forward_identity) req.set(cfg.identity.header, c.id.upn);
+  req.target(target->forward_target());
+  req.version(11);
+  if (was_chunked) req.chunked(true);
+  req.keep_alive(true);
+
+  // The backend connection (pooled or new, with failover between servers).
+  upstream::pool& pool = *c.pool;
+  c.tcp().expires_never();
+  upstream::lease lease = co_await pool.acquire(std::string());
+  if (!lease.conn) {
+    rec.error = "upstream_connect_failed";
+    rec.upstream_connect_us = micros(lease.connect_time);
+    observability::logger("upstream")->error("conn={} req={} no backend reachable: {}", c.conn_id,
+                                             rec.req_id, lease.detail);
+    m.upstream_connect_failures.inc();
+    co_await send_local(c, rec, reply::upstream_connect_failed, 0, false, req.version());
+    co_return finish(false);
+  }
+  if (!lease.reused) rec.upstream_connect_us = micros(lease.connect_time);
+  rec.upstream = pool.server(lease.conn->server).url;
+  lease.conn->requests++;
+
+  upstream::connection& uc = *lease.conn;
+  outcome out = co_await uc.visit([&](auto& up) { return exchange(c, up, uc, req_p, plan, rec, t0); });
+  if (out.upstream_reusable) pool.release(std::move(lease.conn));
+  co_return finish(out.client_keep_alive && rec.error.empty());
+}
+
+// --- the connection ------------------------------------------------------------------------------
+
+net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
+                                      worker& w) {
+  const config::snapshot& cfg = *rt->cfg;
+  metrics& m = *rt->metrics;
+  const std::uint64_t conn_id = w.new_conn_id();
+  error_code ec;
+  auto remote = socket.remote_endpoint(ec);
+  std::string client_ip = ec ? std::string("?") : remote.address().to_string();
+  std::string client = ec ? std::string("?") : client_ip + ":" + std::to_string(remote.port());
+  socket.set_option(net::ip::tcp::no_delay(true), ec);
+
+  identity::client_identity id = identity::verifier::no_certificate();
+  SSL* ssl = rt->tls->new_connection(&id);
+  if (!ssl) {
+    observability::logger("tls")->error("conn={} SSL_new failed", conn_id);
+    co_return;
+  }
+  client_stream stream(beast::tcp_stream(std::move(socket)), ssl);
+  session_handle handle;
+  handle.socket = &beast::get_lowest_layer(stream).socket();
+  w.sessions.push_front(&handle);
+  struct unregister {
+    worker& w;
+    session_handle* h;
+    ~unregister() { w.sessions.remove(h); }
+  } guard{w, &handle};
+
+  m.connections_active.inc();
+  struct active_gauge {
+    metrics& m;
+    ~active_gauge() { m.connections_active.dec(); }
+  } gauge{m};
+
+  beast::get_lowest_layer(stream).expires_after(ms(cfg.timeouts.handshake));
+  auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
+  if (hec) {
+    m.handshake_failures.inc();
+    if (id.presented && !id.ok()) m.count_rejection(id.reason);
+    auto& log = *observability::logger("tls");
+    if (id.presented && !id.ok())
+      log.info("conn={} client={} handshake refused: certificate {} ({}): {}", conn_id, client,
+               identity::to_string(id.reason), id.subject, id.detail);
+    else
+      log.debug("conn={} client={} handshake failed: {}", conn_id, client, hec.message());
+    co_return;
+  }
+  m.handshakes_total.inc();
+  const bool resumed = SSL_session_reused(stream.native_handle()) == 1;
+  if (resumed) m.handshakes_resumed.inc();
+
+  beast::flat_buffer buf;
+  connection c{stream,
+               buf,
+               *rt,
+               w,
+               handle,
+               id,
+               conn_id,
+               0,
+               std::move(client),
+               std::move(client_ip),
+               std::string(tls::server_context::server_name(stream.native_handle())),
+               std::string(tls::server_context::version(stream.native_handle())),
+               resumed,
+               w.pool};
+
+  for (;;) {
+    handle.idle = true;
+    if (w.draining && buf.size() == 0) break;
+    std::size_t header_len = 0;
+    const header_status hs = co_await read_header_block(c, header_len);
+    handle.idle = false;
+    if (hs == header_status::closed || hs == header_status::error) break;
+    if (hs != header_status::ok) {
+      observability::access_record rec;
+      rec.time = std::chrono::system_clock::now();
+      rec.conn_id = conn_id;
+      rec.req_id = ++c.requests;
+      rec.client = c.client;
+      rec.sni = c.sni;
+      rec.tls_version = c.tls_version;
+      rec.tls_resumed = resumed;
+      if (hs == header_status::too_large) {
+        rec.error = "header_too_large";
+        co_await send_local(c, rec, reply::header_too_large, 0, false);
+      } else {
+        rec.error = "request_header_timeout";
+        co_await send_local(c, rec, reply::request_timeout, 0, false);
+      }
+      m.requests_total.inc();
+      m.observe(rec);
+      if (rt->access_log) rt->access_log->write(rec);
+      break;
+    }
+    const bool keep = co_await serve_request(c, header_len);
+    if (!keep || w.draining) break;
+    // Idle keep-alive connections (ActiveSync devices) should cost little: give back a large
+    // header buffer.
+    if (buf.size() == 0 && buf.capacity() > 8192) buf.shrink_to_fit();
+  }
+
+  // Orderly TLS close: best effort, bounded.
+  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));
+  co_await stream.async_shutdown(use_tuple);
+}
+
+}  // namespace
+
+net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
+                                 worker& w) {
+  co_await serve_connection(std::move(socket), std::move(rt), w);
+}
+
+}  // namespace cbagate::http

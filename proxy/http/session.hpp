@@ -1,0 +1,23 @@
+#pragma once
+// One downstream connection: TLS handshake, then requests until the connection ends. The whole
+// request flow reads as one straight line in session.cpp (STYLE.md 1.1, DESIGN.md steps 2-9).
+#include <memory>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include "http/runtime.hpp"
+
+namespace cbagate::http {
+
+/**
+ * Serves one accepted connection to its end. Never throws; every failure is answered (when
+ * the connection still allows it), logged and counted.
+ * @param socket the accepted TCP socket, on `w`'s io_context.
+ * @param rt the runtime current at accept time; kept for the connection's life.
+ * @param w the I/O thread's state; the session runs on that thread only.
+ */
+boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket,
+                                         std::shared_ptr<const runtime> rt, worker& w);
+
+}  // namespace cbagate::http

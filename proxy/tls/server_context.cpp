@@ -1,0 +1,347 @@
+#include "tls/server_context.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+
+namespace cbagate::tls {
+namespace {
+
+std::string openssl_reason() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    std::array<char, 256> buf{};
+    ERR_error_string_n(e, buf.data(), buf.size());
+    if (!out.empty()) out += "; ";
+    out += buf.data();
+  }
+  return out.empty() ? std::string("no OpenSSL reason") : out;
+}
+
+// One ex_data index for the per-connection identity slot. OpenSSL indexes are process-wide by
+// design; this is allocated once and never changes.
+int identity_index() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+identity::client_identity* slot_of(SSL* ssl) {
+  return static_cast<identity::client_identity*>(SSL_get_ex_data(ssl, identity_index()));
+}
+
+// --- ticket app data: the verified identity, carried inside the server-encrypted ticket -------
+// Layout (version 1): u8 version, u8 presented, u8 reason, i64 not_before, i64 not_after, then
+// upn, subject, issuer, serial, sha256, detail as u16 length + bytes. Only this server can
+// decrypt and authenticate a ticket, so the client cannot alter it.
+constexpr std::uint8_t ticket_format = 1;
+constexpr std::size_t max_field = 4096;
+
+void put_u64(std::string& out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
+}
+
+void put_str(std::string& out, std::string_view s) {
+  s = s.substr(0, max_field);
+  out.push_back(static_cast<char>((s.size() >> 8) & 0xff));
+  out.push_back(static_cast<char>(s.size() & 0xff));
+  out.append(s);
+}
+
+std::string encode_identity(const identity::client_identity& id) {
+  std::string out;
+  out.reserve(64 + id.subject.size() + id.issuer.size() + id.upn.size());
+  out.push_back(static_cast<char>(ticket_format));
+  out.push_back(id.presented ? 1 : 0);
+  out.push_back(static_cast<char>(id.reason));
+  put_u64(out, static_cast<std::uint64_t>(id.not_before));
+  put_u64(out, static_cast<std::uint64_t>(id.not_after));
+  for (const std::string* s : {&id.upn, &id.subject, &id.issuer, &id.serial, &id.sha256, &id.detail})
+    put_str(out, *s);
+  return out;
+}
+
+struct reader {
+  const unsigned char* p;
+  std::size_t left;
+  bool take(std::size_t n, const unsigned char*& at) {
+    if (left < n) return false;
+    at = p;
+    p += n;
+    left -= n;
+    return true;
+  }
+  bool u8(std::uint8_t& v) {
+    const unsigned char* at = nullptr;
+    if (!take(1, at)) return false;
+    v = at[0];
+    return true;
+  }
+  bool u64(std::uint64_t& v) {
+    const unsigned char* at = nullptr;
+    if (!take(8, at)) return false;
+    v = 0;
+    for (int i = 0; i < 8; ++i) v = (v << 8) | at[i];
+    return true;
+  }
+  bool str(std::string& s) {
+    const unsigned char* at = nullptr;
+    if (!take(2, at)) return false;
+    std::size_t n = (std::size_t{at[0]} << 8) | at[1];
+    if (!take(n, at)) return false;
+    s.assign(reinterpret_cast<const char*>(at), n);
+    return true;
+  }
+};
+
+bool decode_identity(const void* data, std::size_t len, identity::client_identity& id) {
+  reader r{static_cast<const unsigned char*>(data), len};
+  std::uint8_t version = 0, presented = 0, reason = 0;
+  std::uint64_t nb = 0, na = 0;
+  if (!r.u8(version) || version != ticket_format) return false;
+  if (!r.u8(presented) || !r.u8(reason) || !r.u64(nb) || !r.u64(na)) return false;
+  if (reason > static_cast<std::uint8_t>(identity::rejection::bad_upn_encoding)) return false;
+  identity::client_identity out;
+  out.presented = presented != 0;
+  out.reason = static_cast<identity::rejection>(reason);
+  out.not_before = static_cast<std::int64_t>(nb);
+  out.not_after = static_cast<std::int64_t>(na);
+  for (std::string* s : {&out.upn, &out.subject, &out.issuer, &out.serial, &out.sha256, &out.detail})
+    if (!r.str(*s)) return false;
+  if (r.left != 0) return false;
+  id = std::move(out);
+  return true;
+}
+
+int x509_error_for(identity::rejection r) {
+  using identity::rejection;
+  switch (r) {
+    case rejection::revoked: return X509_V_ERR_CERT_REVOKED;
+    case rejection::expired: return X509_V_ERR_CERT_HAS_EXPIRED;
+    case rejection::not_yet_valid: return X509_V_ERR_CERT_NOT_YET_VALID;
+    case rejection::untrusted: return X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY;
+    case rejection::wrong_eku: return X509_V_ERR_INVALID_PURPOSE;
+    default: return X509_V_ERR_APPLICATION_VERIFICATION;
+  }
+}
+
+bool name_matches(std::string_view pattern, std::string_view name) {
+  auto iequal = [](std::string_view a, std::string_view b) {
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+             return std::tolower(static_cast<unsigned char>(x)) ==
+                    std::tolower(static_cast<unsigned char>(y));
+           });
+  };
+  if (pattern.starts_with("*.")) {
+    // A wildcard covers exactly one label (RFC 6125 6.4.3).
+    auto dot = name.find('.');
+    return dot != std::string_view::npos && dot > 0 && iequal(pattern.substr(1), name.substr(dot));
+  }
+  return iequal(pattern, name);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+// The OpenSSL callbacks; a struct so they may see server_context's private members.
+struct callbacks {
+  // Replaces X509_verify_cert for the client chain: our verifier decides, once per handshake.
+  static int verify_chain(X509_STORE_CTX* xctx, void* arg) {
+    auto* self = static_cast<server_context*>(arg);
+    auto* ssl = static_cast<SSL*>(
+        X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+    identity::client_identity* slot = ssl ? slot_of(ssl) : nullptr;
+    identity::client_identity id =
+        self->verifier_->verify(X509_STORE_CTX_get0_cert(xctx), X509_STORE_CTX_get0_untrusted(xctx));
+    const bool ok = id.ok();
+    const auto reason = id.reason;
+    if (slot) *slot = std::move(id);
+    if (ok || !self->require_cert_) return 1;  // "request": the route decides later
+    X509_STORE_CTX_set_error(xctx, x509_error_for(reason));
+    return 0;
+  }
+
+  static int select_certificate(SSL* ssl, int* /*alert*/, void* arg) {
+    auto* self = static_cast<server_context*>(arg);
+    const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (!name) return SSL_TLSEXT_ERR_OK;
+    for (const auto& entry : self->sni_) {
+      for (const auto& pattern : entry.names) {
+        if (name_matches(pattern, name)) {
+          SSL_set_SSL_CTX(ssl, entry.ctx.get());
+          return SSL_TLSEXT_ERR_OK;
+        }
+      }
+    }
+    return SSL_TLSEXT_ERR_OK;  // unknown names get the default certificate
+  }
+
+  static int select_alpn(SSL*, const unsigned char** out, unsigned char* outlen,
+                         const unsigned char* in, unsigned int inlen, void*) {
+    static constexpr unsigned char ours[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, outlen, ours, sizeof ours, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+      return SSL_TLSEXT_ERR_NOACK;
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+  }
+
+  static int ticket_generate(SSL* ssl, void*) {
+    identity::client_identity* slot = slot_of(ssl);
+    SSL_SESSION* session = SSL_get0_session(ssl);
+    if (!slot || !session) return 0;
+    const std::string data = encode_identity(*slot);
+    return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size());
+  }
+
+  static SSL_TICKET_RETURN ticket_decrypt(SSL* ssl, SSL_SESSION* session, const unsigned char*,
+                                          size_t, SSL_TICKET_STATUS status, void*) {
+    if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
+      return SSL_TICKET_RETURN_IGNORE_RENEW;
+    identity::client_identity* slot = slot_of(ssl);
+    void* data = nullptr;
+    size_t len = 0;
+    identity::client_identity restored;
+    if (!slot || !SSL_SESSION_get0_ticket_appdata(session, &data, &len) ||
+        !decode_identity(data, len, restored))
+      return SSL_TICKET_RETURN_IGNORE_RENEW;  // full handshake: never resume without identity
+    *slot = std::move(restored);
+    return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
+  }
+};
+
+namespace {
+
+ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert,
+                            const std::string& key, server_context* owner, bool require_cert,
+                            const std::array<unsigned char, 32>& sid_ctx, std::string& error) {
+  ossl::ssl_ctx_ptr ctx(SSL_CTX_new(TLS_server_method()));
+  if (!ctx) {
+    error = "tls: SSL_CTX_new failed: " + openssl_reason();
+    return nullptr;
+  }
+  SSL_CTX* c = ctx.get();
+  const int min_version = cfg.tls.min_version == "1.3" ? TLS1_3_VERSION : TLS1_2_VERSION;
+  SSL_CTX_set_min_proto_version(c, min_version);
+  SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION);
+  SSL_CTX_set_options(c, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                             SSL_OP_CIPHER_SERVER_PREFERENCE);
+  // OpenSSL 3 refuses client-initiated renegotiation unless SSL_OP_ALLOW_CLIENT_RENEGOTIATION.
+  // Idle keep-alive connections (ActiveSync devices) give their read/write buffers back.
+  SSL_CTX_set_mode(c, SSL_MODE_RELEASE_BUFFERS);
+
+  if (!cfg.tls.ciphers.empty() && SSL_CTX_set_cipher_list(c, cfg.tls.ciphers.c_str()) != 1) {
+    error = "tls: tls.ciphers '" + cfg.tls.ciphers + "' rejected: " + openssl_reason();
+    return nullptr;
+  }
+  if (!cfg.tls.ciphersuites.empty() &&
+      SSL_CTX_set_ciphersuites(c, cfg.tls.ciphersuites.c_str()) != 1) {
+    error = "tls: tls.ciphersuites '" + cfg.tls.ciphersuites + "' rejected: " + openssl_reason();
+    return nullptr;
+  }
+  if (SSL_CTX_use_certificate_chain_file(c, cert.c_str()) != 1) {
+    error = "tls: cannot load certificate chain " + cert + ": " + openssl_reason();
+    return nullptr;
+  }
+  if (SSL_CTX_use_PrivateKey_file(c, key.c_str(), SSL_FILETYPE_PEM) != 1) {
+    error = "tls: cannot load private key " + key + ": " + openssl_reason();
+    return nullptr;
+  }
+  if (SSL_CTX_check_private_key(c) != 1) {
+    error = "tls: private key " + key + " does not match certificate " + cert + ": " +
+            openssl_reason();
+    return nullptr;
+  }
+
+  // Always send the CertificateRequest, naming the accepted roots so clients pick the right
+  // certificate; the verification itself is ours (verify_chain).
+  if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(cfg.tls.client_ca.c_str())) {
+    SSL_CTX_set_client_CA_list(c, names);
+  } else {
+    error = "tls: cannot read client CA names from " + cfg.tls.client_ca + ": " + openssl_reason();
+    return nullptr;
+  }
+  SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (require_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
+                     nullptr);
+  SSL_CTX_set_cert_verify_callback(c, &callbacks::verify_chain, owner);
+  SSL_CTX_set_session_id_context(c, sid_ctx.data(), static_cast<unsigned>(sid_ctx.size()));
+  SSL_CTX_set_alpn_select_cb(c, &callbacks::select_alpn, nullptr);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
+  SSL_CTX_set_tlsext_servername_callback(c, &callbacks::select_certificate);
+  SSL_CTX_set_tlsext_servername_arg(c, owner);
+#pragma GCC diagnostic pop
+
+  // No server-side session cache: resumption is by tickets only, which carry the identity.
+  SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
+  if (cfg.tls.session_tickets) {
+    SSL_CTX_set_num_tickets(c, 1);  // one ticket per handshake: OpenSSL's default of 2 costs time
+    SSL_CTX_set_timeout(c, static_cast<long>(cfg.tls.session_timeout.count()));
+    SSL_CTX_set_session_ticket_cb(c, &callbacks::ticket_generate, &callbacks::ticket_decrypt,
+                                  owner);
+  } else {
+    SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(c, 0);
+  }
+  return ctx;
+}
+
+}  // namespace
+
+std::unique_ptr<server_context> server_context::make(
+    const config::snapshot& cfg, std::shared_ptr<const identity::verifier> verifier,
+    std::string& error) {
+  std::unique_ptr<server_context> self(new server_context());
+  self->verifier_ = std::move(verifier);
+  self->require_cert_ = cfg.tls.client_cert == config::client_cert_mode::require;
+
+  // The session id context binds tickets to this trust policy: a ticket minted under other
+  // client CAs or another upn policy never resumes here.
+  std::string material = read_file(cfg.tls.client_ca) + '\0' + read_file(cfg.tls.client_intermediates);
+  material += self->require_cert_ ? "require" : "request";
+  material += cfg.auth.upn_from_san ? "+san" : "";
+  material += cfg.auth.upn_from_subject ? "+subject" : "";
+  std::array<unsigned char, 32> sid_ctx{};
+  unsigned int sid_len = 0;
+  EVP_Digest(material.data(), material.size(), sid_ctx.data(), &sid_len, EVP_sha256(), nullptr);
+
+  self->default_ctx_ = build_ctx(cfg, cfg.tls.certificate, cfg.tls.private_key, self.get(),
+                                 self->require_cert_, sid_ctx, error);
+  if (!self->default_ctx_) return nullptr;
+  for (const auto& sni : cfg.tls.sni) {
+    auto ctx = build_ctx(cfg, sni.certificate, sni.private_key, self.get(), self->require_cert_,
+                         sid_ctx, error);
+    if (!ctx) return nullptr;
+    self->sni_.push_back({sni.server_names, std::move(ctx)});
+  }
+  return self;
+}
+
+server_context::~server_context() = default;
+
+SSL* server_context::new_connection(identity::client_identity* slot) const {
+  SSL* ssl = SSL_new(default_ctx_.get());
+  if (!ssl) return nullptr;
+  SSL_set_ex_data(ssl, identity_index(), slot);
+  return ssl;
+}
+
+std::string_view server_context::server_name(SSL* ssl) noexcept {
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  return name ? std::string_view(name) : std::string_view();
+}
+
+std::string_view server_context::version(SSL* ssl) noexcept { return SSL_get_version(ssl); }
+
+}  // namespace cbagate::tls

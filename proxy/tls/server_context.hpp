@@ -1,0 +1,77 @@
+#pragma once
+// The TLS server side: one SSL_CTX per certificate (the default plus one per [[tls.sni]] entry),
+// all sharing one client-certificate policy. Built once per configuration snapshot; immutable and
+// shared by every I/O thread afterwards (SSL_CTX is safe for concurrent SSL_new).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <openssl/ssl.h>
+
+#include "common/openssl_ptr.hpp"
+#include "config/snapshot.hpp"
+#include "identity/client_identity.hpp"
+#include "identity/verifier.hpp"
+
+namespace cbagate::tls {
+
+/**
+ * Server TLS material and policy.
+ *
+ * - TLS 1.2 and 1.3 only (tls.min_version may raise the floor), no renegotiation, no compression,
+ *   ALPN "http/1.1" only.
+ * - The CertificateRequest is always sent (with the client CA names); chain verification runs
+ *   once per full handshake through identity::verifier and its outcome lands in the
+ *   connection's identity slot (attach_identity_slot). With tls.client_cert = "require" a missing
+ *   or rejected certificate fails the handshake; with "request" the routes decide.
+ * - Resumption (tls.session_tickets): stateless tickets carry the verified identity as ticket
+ *   app data, so a resumed session has exactly the identity of the full handshake that created
+ *   it. The session id context is derived from the trust material, so a ticket issued under
+ *   other client CAs never resumes. With tickets off there is no resumption at all.
+ */
+class server_context {
+ public:
+  /**
+   * Builds every SSL_CTX from the snapshot. Errors name the file and OpenSSL's reason.
+   * @param verifier shared verifier for client chains (kept alive by the contexts).
+   */
+  static std::unique_ptr<server_context> make(const config::snapshot& cfg,
+                                              std::shared_ptr<const identity::verifier> verifier,
+                                              std::string& error);
+
+  server_context(const server_context&) = delete;
+  server_context& operator=(const server_context&) = delete;
+  ~server_context();
+
+  /**
+   * A new server-side SSL object for one accepted connection, with `slot` attached as the place
+   * where the handshake stores the client's identity. `slot` must outlive the SSL object's
+   * handshake. Returns nullptr on allocation failure.
+   */
+  SSL* new_connection(identity::client_identity* slot) const;
+
+  /** After the handshake: the SNI the client sent ("" if none). */
+  static std::string_view server_name(SSL* ssl) noexcept;
+
+  /** After the handshake: "TLSv1.3" etc. */
+  static std::string_view version(SSL* ssl) noexcept;
+
+  const identity::verifier& verifier() const noexcept { return *verifier_; }
+
+  struct sni_entry {
+    std::vector<std::string> names;
+    ossl::ssl_ctx_ptr ctx;
+  };
+
+ private:
+  server_context() = default;
+
+  std::shared_ptr<const identity::verifier> verifier_;
+  bool require_cert_ = false;
+  ossl::ssl_ctx_ptr default_ctx_;
+  std::vector<sni_entry> sni_;
+
+  friend struct callbacks;
+};
+
+}  // namespace cbagate::tls

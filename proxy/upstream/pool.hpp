@@ -1,0 +1,114 @@
+#pragma once
+// Backend servers and their keep-alive connection pools. One pool per I/O thread: every
+// operation runs on that thread's io_context, so the pool needs no lock (STYLE.md 5.4, the
+// per-event-loop option). Connections are keyed: header mode uses one key for all users;
+// Kerberos mode keys by user, so a connection authenticated for one user never serves another.
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include "common/expected.hpp"
+#include "config/snapshot.hpp"
+
+namespace cbagate::upstream {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+using clock = std::chrono::steady_clock;
+
+using plain_stream = beast::tcp_stream;
+using tls_stream = beast::ssl_stream<beast::tcp_stream>;
+
+/** Errors of this module, category "proxy.upstream". */
+enum class errc {
+  connect_failed = 1,   // every server refused or timed out
+  tls_failed,           // TLS handshake with the backend failed (certificate, protocol)
+  resolve_failed,       // the backend's name did not resolve
+};
+const boost::system::error_category& category() noexcept;
+inline error_code make_error_code(errc e) noexcept { return {static_cast<int>(e), category()}; }
+
+/** One backend connection, owned by exactly one session while checked out. */
+struct connection {
+  std::variant<plain_stream, tls_stream> stream;
+  std::size_t server = 0;        // index into upstream.servers
+  std::string key;               // pool key ("" in header mode, the user in Kerberos mode)
+  std::uint64_t id = 0;          // per-process serial, for logs
+  unsigned requests = 0;         // requests served so far
+  clock::time_point idle_since{};
+
+  template <class F>
+  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream); }
+  beast::tcp_stream& tcp() noexcept;
+};
+
+/** The outcome of acquire(). */
+struct lease {
+  std::unique_ptr<connection> conn;   // null on failure
+  bool reused = false;
+  std::chrono::microseconds connect_time{0};
+  std::string detail;                 // on failure: every server tried and why
+};
+
+/** TLS client settings shared by every pool (built once per snapshot). */
+class client_tls {
+ public:
+  /** Builds the client context: TLS >= 1.2, peer verification against upstream.ca (or the
+   *  system store), hostname verification against upstream.server_name or the URL host. */
+  static std::shared_ptr<client_tls> make(const config::upstream_section& cfg, std::string& error);
+  net::ssl::context& context() noexcept { return ctx_; }
+  const std::string& server_name_override() const noexcept { return server_name_; }
+
+ private:
+  client_tls() : ctx_(net::ssl::context::tls_client) {}
+  net::ssl::context ctx_;
+  std::string server_name_;
+};
+
+/** Per-I/O-thread pool over the configured servers. Not thread-safe by design. */
+class pool {
+ public:
+  pool(net::any_io_executor ex, std::shared_ptr<const config::snapshot> cfg,
+       std::shared_ptr<client_tls> tls);
+
+  /**
+   * A connection for `key`: an idle one still alive, or a new one. New connections try the
+   * servers round-robin; a server whose connect failed is skipped for a short while unless all
+   * are failing (failover). Each connect and TLS handshake has the upstream_connect deadline.
+   */
+  net::awaitable<lease> acquire(std::string key);
+
+  /** Gives a connection back after a clean exchange; it is kept idle if the pool has room. */
+  void release(std::unique_ptr<connection> conn);
+
+  /** Closes idle connections older than upstream.idle_timeout. Cheap; called periodically. */
+  void sweep();
+
+  const config::upstream_server& server(std::size_t i) const { return cfg_->upstream.servers[i]; }
+  std::size_t idle_count() const noexcept { return idle_.size(); }
+
+ private:
+  net::awaitable<error_code> connect_one(std::size_t server, connection& out, std::string& why);
+
+  net::any_io_executor ex_;
+  std::shared_ptr<const config::snapshot> cfg_;
+  std::shared_ptr<client_tls> tls_;
+  std::deque<std::unique_ptr<connection>> idle_;     // most recently used at the back
+  std::vector<clock::time_point> down_until_;
+  std::size_t next_ = 0;
+  std::uint64_t next_id_ = 1;
+};
+
+}  // namespace cbagate::upstream
+
+template <>
+struct boost::system::is_error_code_enum<cbagate::upstream::errc> : std::true_type {};
