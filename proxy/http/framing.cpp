@@ -121,6 +121,24 @@ bool valid_content_length(std::string_view v) noexcept {
   return ec == std::errc{} && ptr == v.data() + v.size();
 }
 
+// An absolute-form target "http(s)://authority[/path][?query]" whose authority equals the one
+// Host field (case-insensitive).
+bool absolute_form_on_host(const bhttp::request_header<>& h) noexcept {
+  std::string_view t = h.target();
+  std::size_t scheme_len = 0;
+  if (t.size() > 7 && boost::beast::iequals(t.substr(0, 7), "http://")) {
+    scheme_len = 7;
+  } else if (t.size() > 8 && boost::beast::iequals(t.substr(0, 8), "https://")) {
+    scheme_len = 8;
+  } else {
+    return false;
+  }
+  t.remove_prefix(scheme_len);
+  const std::string_view authority = t.substr(0, t.find_first_of("/?"));
+  if (authority.empty() || h.count(bhttp::field::host) != 1) return false;
+  return boost::beast::iequals(authority, h.find(bhttp::field::host)->value());
+}
+
 }  // namespace
 
 header_scan scan_header_prefix(std::string_view buffered, const scan_limits& limits) noexcept {
@@ -178,10 +196,14 @@ std::optional<framing_error> check_request_framing(const bhttp::request_header<>
   // RFC 9112 3.2: a fragment is never sent; a '#' would be read as a path byte by some and as
   // the end of the path by others.
   if (target.find('#') != std::string_view::npos) return errc::fragment_in_target;
-  // Only origin-form reaches routing (RFC 9112 3.2.1). Absolute-form would put a second
-  // authority next to Host; authority-form is CONNECT, which we do not tunnel.
+  // Origin-form reaches routing (RFC 9112 3.2.1); authority-form is CONNECT, which we do not
+  // tunnel. Absolute-form (http/https) MUST be accepted by a server (RFC 9112 3.2.2), but it
+  // would put a second authority next to Host: it is accepted only when its authority is
+  // exactly the single Host value, so there is never a choice between two authorities.
   const bool asterisk = target == "*" && h.method() == bhttp::verb::options;
-  if (!asterisk && (target.empty() || target.front() != '/')) return errc::bad_target_form;
+  if (!asterisk && (target.empty() || target.front() != '/') && !absolute_form_on_host(h)) {
+    return errc::bad_target_form;
+  }
 
   const std::size_t hosts = h.count(bhttp::field::host);
   if (hosts > 1) return errc::multiple_host;

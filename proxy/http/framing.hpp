@@ -36,7 +36,9 @@
 //   two Host / no Host on 1.1            accepted                    multiple_host / missing_host
 //   Host "a@b", "a b"                    accepted                    bad_host
 //   '#' in target                        accepted                    fragment_in_target
-//   absolute-form / authority-form       accepted                    bad_target_form
+//   absolute-form / authority-form       accepted                    bad_target_form (absolute-
+//                                                                    form passes only when its
+//                                                                    authority equals Host)
 //   any number of fields                 accepted (no count limit)   too_many_fields
 //   header bigger than header_limit      header_limit                (session: 431)
 //   body bigger than body_limit          body_limit (default 1 MiB!) (session: 413)
@@ -114,9 +116,13 @@ std::optional<framing_error> scan_header_block(std::string_view raw,
  *
  * Refused, in this order:
  *  - `fragment_in_target`: '#' in the target;
- *  - `bad_target_form`: a target that is not origin-form ('/'...) nor "*" with OPTIONS
- *    (so absolute-form and CONNECT's authority-form are refused here; a session that wants
- *    501 for CONNECT checks the method first);
+ *  - `bad_target_form`: a target that is not origin-form ('/'...), nor "*" with OPTIONS, nor
+ *    absolute-form "http(s)://authority[/path][?query]" whose authority equals the single Host
+ *    value (case-insensitive; RFC 9112 3.2.2 says a server MUST accept absolute-form, and this
+ *    way there is never a choice between two authorities). CONNECT's authority-form is refused
+ *    here; a session that wants 501 for CONNECT checks the method first. An accepted
+ *    absolute-form target still carries its scheme and authority: routing must take the path
+ *    from it, not match the whole target;
  *  - `multiple_host`, `missing_host` (HTTP/1.1 only), `bad_host`: Host must be one field of
  *    `host [":" port]`, host = 1*(ALPHA / DIGIT / "-" / "." / "_") or "[" IPv6 "]" (hex
  *    digits, ':', '.'), port = 1*5DIGIT <= 65535; an empty Host is refused as well;

@@ -170,6 +170,10 @@ struct exchange_plan {
   bool head = false;
   std::uint64_t max_body = 0;      // 0 = unlimited
   std::chrono::milliseconds response_timeout{0};
+  // The client's own version and keep-alive wish, taken before the request is rewritten for
+  // the backend (HTTP/1.1, keep-alive, Connection removed): the response is framed for these.
+  unsigned client_version = 11;
+  bool client_keep_alive = false;
 };
 
 // Streams the request (header + body) to the backend and the response back to the client.
@@ -310,8 +314,8 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   sanitize_response(res);
   // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
   // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
-  const bool client_11 = req.version() >= 11;
-  bool client_keep_alive = req.keep_alive() && !c.w.draining;
+  const bool client_11 = plan.client_version >= 11;
+  bool client_keep_alive = plan.client_keep_alive && !c.w.draining;
   if (!res.has_content_length() && !plan.head && res.result_int() != 204 &&
       res.result_int() != 304) {
     if (client_11)
@@ -319,7 +323,7 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     else
       client_keep_alive = false;
   }
-  res.version(req.version());
+  res.version(plan.client_version);
   res.keep_alive(client_keep_alive);
 
   bhttp::response_serializer<bhttp::buffer_body> rs{res};
@@ -421,9 +425,11 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
 
   // Framing checks on the raw bytes first: what Beast would tolerate, we refuse.
   std::string_view raw(static_cast<const char*>(c.buf.data().data()), header_len);
-  if (auto fe = scan_header_block(raw)) {
+  if (auto fe = scan_header_block(raw, scan_limits{cfg.limits.max_header_fields,
+                                                     cfg.limits.max_target_bytes})) {
     rec.error = "framing:" + std::string(to_string(*fe));
-    co_await send_local(c, rec, reply::bad_request, 0, false);
+    // Too many fields -> 431, a long target -> 414, the rest 400 (one table: local_reply.cpp).
+    co_await send_local(c, rec, reply_for(error_source::downstream, make_error_code(*fe)), 0, false);
     co_return finish(false);
   }
   bhttp::request_parser<bhttp::buffer_body> req_p;
@@ -433,8 +439,9 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
     error_code ec;
     const std::size_t used = req_p.put(net::buffer(raw.data(), raw.size()), ec);
     if (ec || !req_p.is_header_done() || used != header_len) {
-      rec.error = ec ? "bad_request_header" : "bad_request_header";
-      co_await send_local(c, rec, reply::bad_request, 0, false);
+      rec.error = "bad_request_header";
+      co_await send_local(c, rec, ec ? reply_for(error_source::downstream, ec) : reply::bad_request,
+                          0, false);
       co_return finish(false);
     }
   }
@@ -505,6 +512,8 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   plan.request_has_body = has_body;
   plan.head = req.method() == bhttp::verb::head;
   plan.max_body = max_body;
+  plan.client_version = req.version();
+  plan.client_keep_alive = req.keep_alive();
   plan.response_timeout = ms(route->response_timeout.count() > 0 ? route->response_timeout
                                                                   : cfg.timeouts.upstream_response);
   const bool was_chunked = req.chunked();
@@ -540,7 +549,7 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
     observability::logger("upstream")->error("conn={} req={} no backend reachable: {}", c.conn_id,
                                              rec.req_id, lease.detail);
     m.upstream_connect_failures.inc();
-    co_await send_local(c, rec, reply::upstream_connect_failed, 0, false, req.version());
+    co_await send_local(c, rec, reply::upstream_connect_failed, 0, false, plan.client_version);
     co_return finish(false);
   }
   if (!lease.reused) rec.upstream_connect_us = micros(lease.connect_time);
