@@ -1,5 +1,6 @@
 #include "observability/access_log.hpp"
 
+#include "observability/detail/file.hpp"
 #include "observability/detail/json.hpp"
 
 #include <fmt/format.h>
@@ -7,7 +8,6 @@
 #include <spdlog/details/thread_pool.h>
 #include <spdlog/sinks/base_sink.h>
 
-#include <cerrno>
 #include <cstdio>
 #include <mutex>
 
@@ -35,13 +35,13 @@ class line_sink final : public spdlog::sinks::base_sink<std::mutex> {
     if (!owned_) {
       return {};
     }
-    std::FILE* f = std::fopen(path_.c_str(), "ab");
-    if (f == nullptr) {
-      return error_code(errno, boost::system::system_category());
+    auto f = open_append(path_);
+    if (!f) {
+      return f.error();
     }
     const std::lock_guard lock(mutex_);
     std::fclose(file_);
-    file_ = f;
+    file_ = *f;
     return {};
   }
 
@@ -206,11 +206,11 @@ expected<std::unique_ptr<access_log>> access_log::open(std::string_view path, bo
     sink = std::make_shared<detail::line_sink>(stdout, "-", false);
   } else {
     std::string file(path);
-    std::FILE* f = std::fopen(file.c_str(), "ab");
-    if (f == nullptr) {
-      return error_code(errno, boost::system::system_category());
+    auto f = detail::open_append(file);
+    if (!f) {
+      return f.error();
     }
-    sink = std::make_shared<detail::line_sink>(f, std::move(file), true);
+    sink = std::make_shared<detail::line_sink>(*f, std::move(file), true);
   }
   // Our own pool with one writer thread, not spdlog's global one: each access_log owns its queue
   // and its destructor drains it. The logger is not registered in spdlog's registry.

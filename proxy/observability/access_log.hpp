@@ -102,7 +102,7 @@ class access_log {
   /**
    * Opens the access log.
    * @param path "-" = stdout, "" = off (write() does nothing), otherwise a file opened for
-   *             appending (missing directories are not created).
+   *             appending, created with mode 0640 (missing directories are not created).
    * @param log_upn whether the "upn" key is written (and the query's User left in clear).
    * @param queue_lines capacity of the queue to the writer thread (> 0).
    * @return the system error (ENOENT, EACCES, ...) when the file cannot be opened.

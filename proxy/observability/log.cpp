@@ -1,5 +1,6 @@
 #include "observability/log.hpp"
 
+#include "observability/detail/file.hpp"
 #include "observability/error.hpp"
 
 #include <spdlog/pattern_formatter.h>
@@ -10,7 +11,6 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -118,13 +118,14 @@ expected<void> init_logging(std::string_view level, std::string_view path) {
     target = make_stderr_sink();
   } else {
     const std::string file(path);
-    // Probe first: spdlog would create missing directories and reports only a message, while the
-    // operator needs the errno (ENOENT, EACCES) and we do not want to create directories.
-    std::FILE* probe = std::fopen(file.c_str(), "ab");
-    if (probe == nullptr) {
-      return error_code(errno, boost::system::system_category());
+    // Open it ourselves first: this creates the file 0640 (spdlog would use the umask default),
+    // reports the errno (ENOENT, EACCES) that spdlog turns into text, and does not create
+    // missing directories as spdlog would.
+    auto probe = detail::open_append(file);
+    if (!probe) {
+      return probe.error();
     }
-    std::fclose(probe);
+    std::fclose(*probe);
     try {
       target = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file, false);
     } catch (const spdlog::spdlog_ex&) {

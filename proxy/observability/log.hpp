@@ -24,7 +24,7 @@ std::span<const std::string_view> logger_names() noexcept;
  *
  * @param level trace, debug, info, warn (or warning), error, critical or off.
  * @param path  "-" for stderr (colours only when stderr is a terminal), otherwise a file opened
- *              for appending. Missing directories are not created.
+ *              for appending, created with mode 0640. Missing directories are not created.
  * @return errc::bad_level for an unknown level; the system error (ENOENT, EACCES, ...) when the
  *         file cannot be opened. On error the loggers keep their previous target and level.
  * Thread-safety: safe against concurrent logging and logger(); not to be called concurrently
