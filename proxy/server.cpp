@@ -316,12 +316,14 @@ class server {
       log.error("reload: log.level: {}", lr.error().message());
     cfg_.store(cfg);
     runtime_.store(rt);  // new connections get it; live ones keep theirs
-    access_log_->reopen();
+    if (auto r = access_log_->reopen(); !r)
+      log.error("reload: access log {}: {}", cfg->access_log.path, r.error().message());
     log.info("reload: configuration {} loaded", options_.config_path);
   }
 
   void drain() {
     if (draining_.exchange(true)) return;
+    if (admin_) admin_->set_draining(true);  // /readyz says "draining" to the balancer
     auto cfg = cfg_.load();
     auto& log = *observability::logger("main");
     log.info("drain: no new connections; waiting up to {}s for {} open connections", cfg->timeouts.drain.count(),
