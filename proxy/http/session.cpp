@@ -79,16 +79,24 @@ struct outcome {
 
 // --- reading the request header ----------------------------------------------------------------
 
-enum class header_status { ok, closed, timeout, too_large, error };
+enum class header_status { ok, closed, timeout, too_large, malformed, error };
 
 // Reads until the blank line that ends the header, into c.buf. Reads are capped so that the body
 // bytes that may arrive together with the header never exceed limits.read_ahead_bytes: that is
 // all the body the proxy holds before the upstream is ready (the uploadReadAheadSize analogue).
-net::awaitable<header_status> read_header_block(connection& c, std::size_t& header_len) {
+// A violation the raw scan can already see in an incomplete block ends the read with
+// `malformed` and sets `violation`: a request with bare-LF line endings never sends CRLF CRLF,
+// and would otherwise wait for timeouts.request_header and get 408 instead of its 400.
+// timeouts.request_header is one deadline for the whole header, counted from its first byte:
+// a client trickling a byte at a time cannot push it back (slow loris).
+net::awaitable<header_status> read_header_block(connection& c, std::size_t& header_len,
+                                                std::optional<errc>& violation) {
   const auto& lim = c.rt.cfg->limits;
   const std::size_t read_cap = std::max<std::size_t>(lim.read_ahead_bytes, 1024);
+  const scan_limits slim{lim.max_header_fields, lim.max_target_bytes};
   std::size_t searched = 0;
   bool first = c.buf.size() == 0;
+  steady::time_point header_deadline = steady::now() + ms(c.rt.cfg->timeouts.request_header);
   for (;;) {
     std::string_view data(static_cast<const char*>(c.buf.data().data()), c.buf.size());
     const std::size_t from = searched >= 3 ? searched - 3 : 0;
@@ -97,10 +105,21 @@ net::awaitable<header_status> read_header_block(connection& c, std::size_t& head
       if (header_len > lim.max_request_header_bytes) co_return header_status::too_large;
       co_return header_status::ok;
     }
+    // Scan again only when a line may have ended (CR, LF) or a NUL came: at most one scan per
+    // line, and max_header_fields bounds the lines.
+    if (data.substr(searched).find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+      if (auto scan = scan_header_prefix(data, slim); scan.error) {
+        violation = scan.error;
+        co_return header_status::malformed;
+      }
+    }
     searched = data.size();
     if (data.size() >= lim.max_request_header_bytes) co_return header_status::too_large;
-    // Between requests the idle timeout applies; once a byte has come, the header timeout.
-    c.tcp().expires_after(first ? ms(c.rt.cfg->timeouts.idle) : ms(c.rt.cfg->timeouts.request_header));
+    // Between requests the idle timeout applies; once a byte has come, the header deadline.
+    if (first)
+      c.tcp().expires_after(ms(c.rt.cfg->timeouts.idle));
+    else
+      c.tcp().expires_at(header_deadline);
     const std::size_t room = std::min(read_cap, lim.max_request_header_bytes + 4 - data.size());
     auto [ec, n] = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
     if (ec) {
@@ -114,6 +133,7 @@ net::awaitable<header_status> read_header_block(connection& c, std::size_t& head
     if (first) {
       first = false;
       c.handle.idle = false;
+      header_deadline = steady::now() + ms(c.rt.cfg->timeouts.request_header);
     }
   }
 }
@@ -223,7 +243,8 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
       req.body().data = chunk.get();
       req.body().size = relay_chunk;
       c.tcp().expires_after(body_idle);
-      auto [rec_ec, rn] = co_await bhttp::async_read(c.stream, c.buf, req_p, use_tuple);
+      // read_some, not read: relay what has come instead of waiting for a full buffer.
+      auto [rec_ec, rn] = co_await bhttp::async_read_some(c.stream, c.buf, req_p, use_tuple);
       (void)rn;
       if (rec_ec == bhttp::error::need_buffer) rec_ec = {};
       if (rec_ec) {
@@ -239,7 +260,12 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
         co_await send_local(c, rec, reply::body_too_large, 0, false);
         co_return out;
       }
-      req.body().data = chunk.get();
+      if (got == 0 && !req_p.is_done()) continue;  // only framing parsed (a chunk header)
+      // An empty piece must be data == nullptr: given a zero-size buffer with more == false,
+      // Beast's chunked serializer writes "0\r\n\r\n" as a chunk and then the last chunk again,
+      // and the extra bytes desynchronize the pooled backend connection (the next request
+      // gets the backend's reply to them).
+      req.body().data = got ? chunk.get() : nullptr;
       req.body().size = got;
       req.body().more = !req_p.is_done();
       utcp.expires_after(body_idle);
@@ -346,7 +372,9 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     res.body().data = chunk.get();
     res.body().size = relay_chunk;
     utcp.expires_after(body_idle);
-    auto [ec, n] = co_await bhttp::async_read(up, ubuf, *res_p, use_tuple);
+    // read_some, not read: a long-poll (OWA notifications) trickles small chunks that must
+    // reach the client as they come, not once a whole buffer is full.
+    auto [ec, n] = co_await bhttp::async_read_some(up, ubuf, *res_p, use_tuple);
     (void)n;
     if (ec == bhttp::error::need_buffer) ec = {};
     if (ec) {
@@ -359,7 +387,9 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
       co_return out;
     }
     const std::size_t got = relay_chunk - res.body().size;
-    res.body().data = chunk.get();
+    if (got == 0 && !res_p->is_done()) continue;  // only framing parsed (a chunk header)
+    // Empty = nullptr: a zero-size buffer would make Beast write the last chunk twice.
+    res.body().data = got ? chunk.get() : nullptr;
     res.body().size = got;
     res.body().more = !res_p->is_done();
     c.tcp().expires_after(body_idle);
@@ -477,7 +507,11 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   if (!target) {
     rec.path = "";
     rec.error = "bad_path:" + target.error().message();
-    co_await send_local(c, rec, reply::bad_request, 0, false);
+    // A target over limits.max_target_bytes is 414 (the raw scan normally catches it first).
+    co_await send_local(c, rec,
+                        target.error() == routing::errc::target_too_long ? reply::uri_too_long
+                                                                         : reply::bad_request,
+                        0, false);
     co_return finish(false);
   }
   rec.path = target->path;
@@ -634,7 +668,8 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
     handle.idle = true;
     if (w.draining && buf.size() == 0) break;
     std::size_t header_len = 0;
-    const header_status hs = co_await read_header_block(c, header_len);
+    std::optional<errc> violation;
+    const header_status hs = co_await read_header_block(c, header_len, violation);
     handle.idle = false;
     if (hs == header_status::closed || hs == header_status::error) break;
     if (hs != header_status::ok) {
@@ -649,6 +684,10 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
       if (hs == header_status::too_large) {
         rec.error = "header_too_large";
         co_await send_local(c, rec, reply::header_too_large, 0, false);
+      } else if (hs == header_status::malformed && violation) {
+        rec.error = "framing:" + std::string(to_string(*violation));
+        co_await send_local(c, rec, reply_for(error_source::downstream, make_error_code(*violation)),
+                            0, false);
       } else {
         rec.error = "request_header_timeout";
         co_await send_local(c, rec, reply::request_timeout, 0, false);

@@ -66,6 +66,44 @@ def rss_kib(pid):
     return 0
 
 
+def dead_port():
+    """A loopback TCP port with nothing listening (bound to port 0, then closed)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def metric(admin, name):
+    """The value of an unlabeled metric in the proxy's /metrics (admin = "host:port")."""
+    host, port = admin.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == name:
+            return float(parts[1])
+    raise AssertionError(f"metric {name} not in /metrics")
+
+
+def mock_stats(mock):
+    """The mock's /mock/stats (held Pings, open connections, ...), asked directly, not through
+    the proxy."""
+    host, port = mock.http.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/mock/stats")
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
 def toml_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -126,7 +164,11 @@ class Mock:
             args += ["--ping-heartbeat-cap", str(heartbeat_cap)]
         args += list(extra_args)
         self.process = Process(args, os.path.join(workdir, f"mock-{id(self)}.out"))
-        ready = read_ready(self.ready_file, self.process.proc, "mock-exchange")
+        try:
+            ready = read_ready(self.ready_file, self.process.proc, "mock-exchange")
+        except BaseException:
+            self.process.stop()  # never leave a child running when start-up fails
+            raise
         self.http = ready["http"][0]
         self.https = ready.get("https", [None])[0] if ready.get("https") else None
 
@@ -158,7 +200,11 @@ class Proxy:
         self.write_config(upstreams, routes, sections, extra_toml)
         self.process = Process([BIN, "-c", self.config_path, "--ready-file", self.ready_file],
                                os.path.join(workdir, f"cbagate-{id(self)}.out"))
-        ready = read_ready(self.ready_file, self.process.proc, "cbagate")
+        try:
+            ready = read_ready(self.ready_file, self.process.proc, "cbagate")
+        except BaseException:
+            self.process.stop()  # never leave a child running when start-up fails
+            raise
         host, port = ready["listen"][0].rsplit(":", 1)
         self.host, self.port = host, int(port)
         self.admin = ready.get("admin")
@@ -316,6 +362,116 @@ def raw_exchange(proxy, data, cert="alice", timeout=10, read_all=True):
             return b"".join(chunks)
 
 
+class RawClient:
+    """One TLS connection to the proxy driven byte by byte: send anything (targets http.client
+    would refuse, pipelined requests, HTTP/1.0), read responses one at a time, and tell whether
+    the proxy closed the connection."""
+
+    def __init__(self, proxy, cert="alice", timeout=10):
+        self.ctx = client_context(cert)
+        s = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
+        self.sock = self.ctx.wrap_socket(s, server_hostname="localhost")
+        self.buf = b""
+        self.eof = False
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        try:
+            b = self.sock.recv(65536)
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            b = b""
+        if not b:
+            self.eof = True
+            return False
+        self.buf += b
+        return True
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise EOFError("connection closed inside a response header")
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            if not self._fill():
+                raise EOFError("connection closed inside a response body")
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def read_response(self, head=False):
+        """The next response (interim 1xx responses are returned too). Raises EOFError when the
+        connection closes before a complete response."""
+        status_line = self._line()
+        parts = status_line.split(b" ", 2)
+        version = parts[0].decode()
+        status = int(parts[1])
+        reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+        headers = []
+        while True:
+            line = self._line()
+            if not line:
+                break
+            k, v = line.split(b":", 1)
+            headers.append((k.decode("latin-1"), v.strip().decode("latin-1")))
+        r = Response(status, reason, headers, b"")
+        r.version = version
+        te = (r.header("Transfer-Encoding") or "").lower()
+        cl = r.header("Content-Length")
+        if head or status < 200 or status in (204, 304):
+            return r
+        if "chunked" in te:
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                body += self._exact(size)
+                self._exact(2)
+            r.body = body
+        elif cl is not None:
+            r.body = self._exact(int(cl))
+        else:
+            while self._fill():
+                pass
+            r.body, self.buf = self.buf, b""
+        return r
+
+    def closed_by_peer(self, timeout=5):
+        """True when the proxy closes the connection (EOF) within timeout with no more bytes;
+        False when it stays open that long (or sends something)."""
+        if self.buf:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            b = self.sock.recv(65536)
+        except socket.timeout:
+            return False
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return True
+        if b:
+            self.buf += b
+            return False
+        return True
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @property
+    def client(self):
+        """This connection's address as the proxy's access log names it ("ip:port")."""
+        host, port = self.sock.getsockname()[:2]
+        return f"{host}:{port}"
+
+
 def status_of(raw):
     """The status code of the first response in raw bytes (0 if none)."""
     try:
@@ -342,9 +498,23 @@ class ProxyTestCase(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="cbagate-it-")
         cls.mock = Mock(cls.tmp, tls=cls.MOCK_TLS or cls.UPSTREAM_TLS, heartbeat_cap=cls.HEARTBEAT_CAP,
                         extra_args=cls.MOCK_ARGS)
-        upstream = (f"https://{cls.mock.https}" if cls.UPSTREAM_TLS
-                    else f"http://{cls.mock.http}")
-        cls.proxy = Proxy(cls.tmp, [upstream], routes=cls.ROUTES, sections=cls.PROXY_SECTIONS)
+        try:
+            cls.proxy = Proxy(cls.tmp, cls.upstream_servers(), routes=cls.ROUTES,
+                              sections=cls.PROXY_SECTIONS)
+        except BaseException:
+            # tearDownClass does not run when setUpClass fails: stop the mock here.
+            cls.mock.stop()
+            raise
+
+    @classmethod
+    def mock_url(cls):
+        """The mock's URL as the proxy reaches it (https:// when UPSTREAM_TLS)."""
+        return f"https://{cls.mock.https}" if cls.UPSTREAM_TLS else f"http://{cls.mock.http}"
+
+    @classmethod
+    def upstream_servers(cls):
+        """upstream.servers of the proxy; override to add servers (e.g. dead_server_url())."""
+        return [cls.mock_url()]
 
     @classmethod
     def tearDownClass(cls):
@@ -376,6 +546,26 @@ class ProxyTestCase(unittest.TestCase):
         return wait_until(lambda: next((r for r in self.proxy.access_records()
                                         if marker in r.get("query", "") or marker in r.get("path", "")), None),
                           timeout=10, what=f"access-log line of {marker}")
+
+    def access_count(self):
+        """How many access-log lines the proxy has written so far."""
+        return len(self.proxy.access_records())
+
+    def assertNotForwardedSince(self, marker, access_before, lines=1):
+        """Like assertNotForwarded, for requests whose access-log line cannot name the marker
+        (a refused target logs no path or query): waits until the proxy has written `lines`
+        more access-log lines than access_before, then checks the backend never saw marker."""
+        wait_until(lambda: self.access_count() >= access_before + lines, timeout=10,
+                   what=f"{lines} more access-log line(s)")
+        found = [r for r in self.mock.requests() if marker in (r.get("target") or "")]
+        self.assertEqual(found, [], f"request {marker} reached the backend")
+
+    def proxy_logged_client(self, client, n=1, timeout=10):
+        """The proxy's access-log records of one client connection (RawClient.client), once
+        there are at least n of them: for requests refused before their target is known."""
+        return wait_until(lambda: (r := [x for x in self.proxy.access_records()
+                                         if x.get("client") == client]) and len(r) >= n and r,
+                          timeout, f"{n} access-log line(s) of {client}")
 
     def assertNotForwarded(self, marker):
         # The proxy writes its access-log line after the exchange ends; the mock records a

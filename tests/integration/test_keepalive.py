@@ -1,0 +1,164 @@
+"""Keep-alive on both sides: one client connection carries many requests over a pooled backend
+connection; policy refusals keep the connection, malformed requests close it; HTTP/1.0 and
+Connection: close are honoured; pipelined requests are answered in order; a backend error
+status does not break the client connection."""
+import unittest
+
+from harness import Client, ProxyTestCase, RawClient
+
+
+def get_line(target, extra="", version="1.1"):
+    return f"GET {target} HTTP/{version}\r\nHost: localhost\r\n{extra}\r\n".encode()
+
+
+class KeepAlive(ProxyTestCase):
+    def test_sequential_requests_share_client_and_backend_connections(self):
+        c = Client(self.proxy, "alice")
+        markers = []
+        try:
+            sock = None
+            for i in range(5):
+                m = self.mark()
+                markers.append(m)
+                r = c.request("GET", f"/owa/?marker={m}")
+                self.assertEqual(r.status, 200, r)
+                if sock is None:
+                    sock = c.sock
+                # http.client reconnects silently when the server closed: the socket object
+                # staying the same proves the client connection was kept.
+                self.assertIs(c.sock, sock, f"client connection replaced before request {i}")
+        finally:
+            c.close()
+        seen = [self.backend_saw(m) for m in markers]
+        self.assertTrue(all(len(s) == 1 for s in seen), seen)
+        upstream_ids = {s[0]["connection"] for s in seen}
+        self.assertEqual(len(upstream_ids), 1, f"backend connections: {upstream_ids}")
+        conn_ids = {self.proxy_logged(m)["conn_id"] for m in markers}
+        self.assertEqual(len(conn_ids), 1)
+
+    def test_get_refusal_keeps_the_connection(self):
+        c = RawClient(self.proxy, cert=None)
+        try:
+            m1 = self.mark()
+            c.send(get_line(f"/owa/?marker={m1}"))
+            r = c.read_response()
+            self.assertEqual(r.status, 403, r)
+            self.assertIn(b"403.7", r.body)
+            self.assertNotEqual((r.header("Connection") or "").lower(), "close")
+            m2 = self.mark()
+            c.send(get_line(f"/owax?marker={m2}"))
+            r = c.read_response()
+            self.assertEqual(r.status, 404, r)
+            m3 = self.mark()
+            c.send(get_line(f"/public/x?marker={m3}"))
+            r = c.read_response()
+            self.assertNotIn(r.status, (400, 403), r)
+            self.assertEqual(len(self.backend_saw(m3)), 1)
+        finally:
+            c.close()
+        self.assertNotForwarded(m1)
+        self.assertNotForwarded(m2)
+
+    def test_400_closes_the_connection(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            m = self.mark()
+            c.send(get_line(f"/owa/?marker={m}"))
+            self.assertEqual(c.read_response().status, 200)
+            c.send(get_line("/public/..%2fowa/"))
+            r = c.read_response()
+            self.assertEqual(r.status, 400, r)
+            self.assertEqual((r.header("Connection") or "").lower(), "close")
+            self.assertTrue(c.closed_by_peer(), "connection still open after a 400")
+        finally:
+            c.close()
+
+    def test_http_1_0_without_keep_alive_closes_after_the_response(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            m = self.mark()
+            c.send(get_line(f"/mock/bytes/1000?marker={m}", version="1.0"))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertNotIn("chunked", (r.header("Transfer-Encoding") or "").lower(),
+                             "chunked coding sent to an HTTP/1.0 client")
+            self.assertEqual(len(r.body), 1000)
+            self.assertTrue(c.closed_by_peer(), "HTTP/1.0 connection kept open")
+        finally:
+            c.close()
+        self.assertEqual(self.backend_saw(m)[0]["path"], "/mock/bytes/1000")
+
+    def test_http_1_0_chunked_backend_body_is_close_delimited(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            c.send(get_line("/mock/chunked/3000", version="1.0"))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertNotIn("chunked", (r.header("Transfer-Encoding") or "").lower())
+            self.assertEqual(r.body, bytes(ord("a") + i % 26 for i in range(3000)))
+            self.assertTrue(c.eof or c.closed_by_peer())
+        finally:
+            c.close()
+
+    def test_http_1_0_with_keep_alive_stays_open(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            for _ in range(2):
+                c.send(get_line("/mock/bytes/10", "Connection: keep-alive\r\n", version="1.0"))
+                r = c.read_response()
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(len(r.body), 10)
+            self.assertFalse(c.closed_by_peer(timeout=0.5))
+        finally:
+            c.close()
+
+    def test_connection_close_is_honoured(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            m = self.mark()
+            c.send(get_line(f"/owa/?marker={m}", "Connection: close\r\n"))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual((r.header("Connection") or "").lower(), "close")
+            self.assertTrue(c.closed_by_peer(), "connection kept open after Connection: close")
+        finally:
+            c.close()
+        self.assertEqual(len(self.backend_saw(m)), 1)
+
+    def test_pipelined_requests_are_answered_in_order(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            m1, m2, m3 = self.mark(), self.mark(), self.mark()
+            c.send(get_line(f"/mock/bytes/7?marker={m1}") + get_line(f"/mock/status/201?marker={m2}")
+                   + get_line(f"/owa/?marker={m3}", "Connection: close\r\n"))
+            r1 = c.read_response()
+            r2 = c.read_response()
+            r3 = c.read_response()
+            self.assertEqual((r1.status, len(r1.body)), (200, 7), r1)
+            self.assertEqual(r2.status, 201, r2)
+            self.assertEqual(r3.status, 200, r3)
+            self.assertTrue(c.closed_by_peer())
+        finally:
+            c.close()
+        ids = [self.backend_saw(m)[0]["id"] for m in (m1, m2, m3)]
+        self.assertEqual(ids, sorted(ids))
+
+    def test_backend_500_keeps_the_client_connection(self):
+        c = RawClient(self.proxy, "alice")
+        try:
+            m1 = self.mark()
+            c.send(get_line(f"/mock/status/500?marker={m1}"))
+            r = c.read_response()
+            self.assertEqual(r.status, 500, r)
+            m2 = self.mark()
+            c.send(get_line(f"/owa/?marker={m2}"))
+            r = c.read_response()
+            self.assertEqual(r.status, 200, r)
+        finally:
+            c.close()
+        self.assertEqual(len(self.backend_saw(m1)), 1)
+        self.assertEqual(len(self.backend_saw(m2)), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
