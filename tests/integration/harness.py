@@ -9,6 +9,7 @@ Environment (set by tests/integration/CMakeLists.txt):
   CBAGATE_TEST_PKI   a PKI made by certs-dev/make-pki (see /certs-dev/README.md)
 """
 import http.client
+import itertools
 import json
 import os
 import shutil
@@ -104,6 +105,15 @@ def mock_stats(mock):
         conn.close()
 
 
+_names = itertools.count(1)
+
+
+def unique_name():
+    """A file-name stem unique in this test process. id(obj) is not: a stopped Proxy's id comes
+    back for the next one, whose stale ready file then names a dead port."""
+    return f"{os.getpid()}-{next(_names)}"
+
+
 def toml_value(v):
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -152,9 +162,10 @@ class Process:
 
 class Mock:
     def __init__(self, workdir, tls=False, heartbeat_cap=None, extra_args=()):
+        self.uid = unique_name()
         self.dir = workdir
-        self.ready_file = os.path.join(workdir, f"mock-{id(self)}.ready")
-        self.request_log = os.path.join(workdir, f"mock-{id(self)}.jsonl")
+        self.ready_file = os.path.join(workdir, f"mock-{self.uid}.ready")
+        self.request_log = os.path.join(workdir, f"mock-{self.uid}.jsonl")
         args = [MOCK, "--listen", "127.0.0.1:0", "--ready-file", self.ready_file,
                 "--request-log", self.request_log]
         if tls:
@@ -163,7 +174,7 @@ class Mock:
         if heartbeat_cap is not None:
             args += ["--ping-heartbeat-cap", str(heartbeat_cap)]
         args += list(extra_args)
-        self.process = Process(args, os.path.join(workdir, f"mock-{id(self)}.out"))
+        self.process = Process(args, os.path.join(workdir, f"mock-{self.uid}.out"))
         try:
             ready = read_ready(self.ready_file, self.process.proc, "mock-exchange")
         except BaseException:
@@ -193,13 +204,14 @@ class Proxy:
     """cbagate with a generated configuration."""
 
     def __init__(self, workdir, upstreams, routes=None, sections=None, extra_toml=""):
+        self.uid = unique_name()
         self.dir = workdir
-        self.config_path = os.path.join(workdir, f"cbagate-{id(self)}.toml")
-        self.ready_file = os.path.join(workdir, f"cbagate-{id(self)}.ready")
-        self.access_log = os.path.join(workdir, f"access-{id(self)}.jsonl")
+        self.config_path = os.path.join(workdir, f"cbagate-{self.uid}.toml")
+        self.ready_file = os.path.join(workdir, f"cbagate-{self.uid}.ready")
+        self.access_log = os.path.join(workdir, f"access-{self.uid}.jsonl")
         self.write_config(upstreams, routes, sections, extra_toml)
         self.process = Process([BIN, "-c", self.config_path, "--ready-file", self.ready_file],
-                               os.path.join(workdir, f"cbagate-{id(self)}.out"))
+                               os.path.join(workdir, f"cbagate-{self.uid}.out"))
         try:
             ready = read_ready(self.ready_file, self.process.proc, "cbagate")
         except BaseException:
@@ -222,7 +234,7 @@ class Proxy:
                 "client_cert": "request",
             },
             "upstream": {"servers": list(upstreams), "ca": os.path.join(PKI, "upstream-ca.pem")},
-            "access_log": {"path": os.path.join(self.dir, f"access-{id(self)}.jsonl")},
+            "access_log": {"path": self.access_log},
             "log": {"level": "info"},
         }
         for name, values in (sections or {}).items():
