@@ -171,11 +171,16 @@ net::awaitable<lease> pool::acquire(std::string key) {
   const std::size_t first = next_++ % n;
   // Two passes: servers not marked down first, then the down ones (when all are failing, keep
   // trying rather than refusing everybody).
+  // Each server is tried at most once per acquire: one that just failed in the first pass is
+  // "down" by then and must not be tried again in the second (that doubled the wait for a dead
+  // backend and named it twice in the log).
+  std::vector<bool> tried(n, false);
   for (int pass = 0; pass < 2 && !result.conn; ++pass) {
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = (first + k) % n;
       const bool down = clock::now() < down_until_[i];
-      if ((pass == 0) == down) continue;
+      if ((pass == 0) == down || tried[i]) continue;
+      tried[i] = true;
       auto c = std::make_unique<connection>(connection{plain_stream(ex_), i, key, next_id_++});
       std::string why;
       error_code ec = co_await connect_one(i, *c, why);

@@ -540,7 +540,8 @@ class ProxyTestCase(unittest.TestCase):
     def mark(self):
         """A unique marker to put in a request, to find it (or prove its absence) at the backend."""
         self._n = getattr(self, "_n", 0) + 1
-        return f"m{os.getpid()}x{id(self)}x{self._n}"
+        # The trailing "z" keeps marker 1 from being a substring of marker 12.
+        return f"m{os.getpid()}x{id(self)}x{self._n}z"
 
     def backend_saw(self, marker, expect=1):
         """The mock's records of requests whose target contains marker, once `expect` of them
