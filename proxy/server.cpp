@@ -159,10 +159,9 @@ class server {
         net::co_spawn(w->ioc, accept_loop(*w, *acc), net::detached);
       net::co_spawn(w->ioc, sweep_loop(*w), net::detached);
     }
-    write_ready_file();
-    log.info("cbagate {} listening on {} with {} I/O threads", CBAGATE_VERSION, bound_list(), n);
-
     // Signals on the main thread's own io_context: SIGHUP reloads, SIGTERM/SIGINT drain.
+    // Installed before the ready file is written: a supervisor (or test) that signals as soon
+    // as it sees the file must get a reload or a drain, not the default action (termination).
     net::io_context main_ioc{1};
     net::signal_set signals(main_ioc, SIGHUP, SIGTERM, SIGINT);
     std::function<void()> arm;
@@ -178,6 +177,8 @@ class server {
       });
     };
     arm();
+    write_ready_file();
+    log.info("cbagate {} listening on {} with {} I/O threads", CBAGATE_VERSION, bound_list(), n);
 
     std::vector<std::thread> threads;
     for (auto& w : workers_) threads.emplace_back([&ioc = w->ioc] { ioc.run(); });
