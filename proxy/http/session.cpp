@@ -524,15 +524,32 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   }
   rec.route = route->prefix;
 
-  // Authorize: the certificate outcome of this connection against the route's policy.
-  const routing::decision d = routing::authorize(*route, c.id);
+  // Authorize: the certificate outcome of this connection against the route's policy. The
+  // chain was verified at the handshake; a kept-alive connection or a resumed session (tickets
+  // live for tls.session_timeout) can outlast the certificate, so its validity period is checked
+  // again for every request.
+  const identity::client_identity* id = &c.id;
+  identity::client_identity aged;
+  if (c.id.ok()) {
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    if (now > c.id.not_after || now < c.id.not_before) {
+      aged = c.id;
+      aged.reason = now > c.id.not_after ? identity::rejection::expired
+                                         : identity::rejection::not_yet_valid;
+      aged.upn.clear();
+      id = &aged;
+    }
+  }
+  const routing::decision d = routing::authorize(*route, *id);
   if (!d.allow) {
     rec.error = std::string(identity::to_string(d.reason));
     m.count_rejection(d.reason);
     co_await send_local(c, rec, reply::forbidden, d.substatus, keep_after_refusal, req.version());
     co_return finish(keep_after_refusal);
   }
-  if (d.forward_identity && cfg.access_log.log_upn) rec.upn = c.id.upn;
+  if (d.forward_identity && cfg.access_log.log_upn) rec.upn = id->upn;
 
   const std::uint64_t max_body = route->max_body_bytes ? route->max_body_bytes : cfg.limits.max_body_bytes;
   if (max_body && req_p.content_length() && *req_p.content_length() > max_body) {
@@ -567,7 +584,7 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
                                                 route->client_cert != config::route_cert_policy::none});
   add_forwarding_headers(req.base(), forwarding_info{c.client_ip, "https", host});
   if (!host.empty()) req.set(bhttp::field::host, host);
-  if (d.forward_identity) req.set(cfg.identity.header, c.id.upn);
+  if (d.forward_identity) req.set(cfg.identity.header, id->upn);
   req.target(target->forward_target());
   req.version(11);
   if (was_chunked) req.chunked(true);
