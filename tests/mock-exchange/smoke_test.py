@@ -634,20 +634,28 @@ def test_tls_ping_client_close(ctx):
     m2, fx = ctx["m2"], ctx["fx"]
     tls = ssl.create_default_context(cafile=ctx["cert"])
     tls.check_hostname = False
-    raw = socket.create_connection(("127.0.0.1", m2.tls_port), timeout=10)
-    s = tls.wrap_socket(raw)
-    req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-           "X-Client-UPN: tls@example.com\r\n\r\n"
-           % (eas_target("Ping", "tls", "tlsDev"), WBXML, len(fx["ping_req"])))
-    s.sendall(req.encode() + fx["ping_req"])
-    wait_until(lambda: m2.stats()["held"] == 1, 10, "TLS Ping held")
-    t0 = time.monotonic()
-    s.close()
-    wait_until(lambda: m2.stats()["held"] == 0, 10, "TLS Ping released")
-    check(time.monotonic() - t0 < 10, "released long before the 30 s cap")
-    rec = m2.find(lambda e: e["identity"] == "tls@example.com")
-    check(rec["ping"]["outcome"] == "client_closed" and rec["tls"] is True, "%r" % rec.get("ping"))
-    check(rec["status"] is None and rec["complete"] is False, "no response was sent")
+    # One client just drops TCP, the other sends a TLS close_notify first.
+    for who, polite in (("tls-drop@example.com", False), ("tls-notify@example.com", True)):
+        raw = socket.create_connection(("127.0.0.1", m2.tls_port), timeout=10)
+        s = tls.wrap_socket(raw)
+        req = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+               "X-Client-UPN: %s\r\n\r\n"
+               % (eas_target("Ping", "tls", "dev-" + who), WBXML, len(fx["ping_req"]), who))
+        s.sendall(req.encode() + fx["ping_req"])
+        wait_until(lambda: m2.stats()["held"] == 1, 10, "TLS Ping held")
+        t0 = time.monotonic()
+        if polite:
+            try:
+                s.unwrap()  # close_notify; the mock answers by closing
+            except (ssl.SSLError, OSError):
+                pass
+        s.close()
+        wait_until(lambda: m2.stats()["held"] == 0, 10, "TLS Ping released")
+        check(time.monotonic() - t0 < 10, "released long before the 30 s cap")
+        rec = m2.find(lambda e, who=who: e["identity"] == who)
+        check(rec["ping"]["outcome"] == "client_closed" and rec["tls"] is True,
+              "%s: %r" % (who, rec.get("ping")))
+        check(rec["status"] is None and rec["complete"] is False, "no response was sent")
 
 
 TESTS = [

@@ -191,7 +191,7 @@ TEST_CASE("schema: config/lab.toml loads against the lab's PKI layout") {
   temp_dir dir;
   dir.write("config/lab.toml", read_text(lab_file));
   for (const char* f : {"server-chain.pem", "server.key", "client-roots.pem",
-                        "client-intermediates.pem", "crl/issuing.crl.pem"}) {
+                        "client-intermediates.pem", "crl/issuing.crl.pem", "crl/root.crl.pem"}) {
     dir.write(std::string(".lab/pki/") + f);
   }
   const auto r = load_file(dir.str() + "/config/lab.toml");
@@ -202,7 +202,9 @@ TEST_CASE("schema: config/lab.toml loads against the lab's PKI layout") {
   CHECK(s.server.listen[0] == endpoint{"127.0.0.1", 8443});
   CHECK(s.server.admin_listen == "127.0.0.1:9100");
   CHECK(s.tls.certificate == dir.str() + "/.lab/pki/server-chain.pem");
-  CHECK(s.tls.crl == std::vector<std::string>{dir.str() + "/.lab/pki/crl/issuing.crl.pem"});
+  // Both CRLs: with CRL checking on, a CA of the chain without a CRL means "status unknown".
+  CHECK(s.tls.crl == std::vector<std::string>{dir.str() + "/.lab/pki/crl/issuing.crl.pem",
+                                              dir.str() + "/.lab/pki/crl/root.crl.pem"});
   CHECK(s.upstream.servers.at(0).port == 8080);
   CHECK(s.access_log.path == "-");
   REQUIRE(s.routes.size() == 4);
