@@ -191,9 +191,22 @@ class Mock:
                 for line in f:
                     line = line.strip()
                     if line:
-                        out.append(json.loads(line))
+                        rec = json.loads(line)
+                        # The harness's own barrier requests (backend_barrier) are not the
+                        # proxy's traffic.
+                        if "?barrier" not in (rec.get("target") or ""):
+                            out.append(rec)
         except FileNotFoundError:
             pass
+        return out
+
+    def all_requests(self):
+        """Every logged request, the harness's barriers included."""
+        out = []
+        with open(self.request_log) as f:
+            for line in f:
+                if line.strip():
+                    out.append(json.loads(line))
         return out
 
     def stop(self):
@@ -570,6 +583,7 @@ class ProxyTestCase(unittest.TestCase):
         more access-log lines than access_before, then checks the backend never saw marker."""
         wait_until(lambda: self.access_count() >= access_before + lines, timeout=10,
                    what=f"{lines} more access-log line(s)")
+        self.backend_barrier()
         found = [r for r in self.mock.requests() if marker in (r.get("target") or "")]
         self.assertEqual(found, [], f"request {marker} reached the backend")
 
@@ -580,10 +594,26 @@ class ProxyTestCase(unittest.TestCase):
                                          if x.get("client") == client]) and len(r) >= n and r,
                           timeout, f"{n} access-log line(s) of {client}")
 
+    def backend_barrier(self):
+        """Returns once the mock has logged every request it finished before now. The mock
+        (one I/O thread by default) writes a request's log line right after its response; a
+        request sent to it directly afterwards is logged after that line."""
+        tag = f"barrier{time.monotonic_ns()}"
+        host, port = self.mock.http.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        try:
+            conn.request("GET", f"/mock/status/204?{tag}")
+            conn.getresponse().read()
+        finally:
+            conn.close()
+        wait_until(lambda: any(tag in (r.get("target") or "") for r in self.mock.all_requests()),
+                   timeout=10, what="the mock's barrier request")
+
     def assertNotForwarded(self, marker):
-        # The proxy writes its access-log line after the exchange ends; the mock records a
-        # request before answering it. So once the proxy's line is there, a forwarded request
-        # would already be in the mock's log.
+        # The proxy writes its access-log line after the exchange ends, i.e. after the mock has
+        # answered a forwarded request; the barrier then makes sure the mock's log line of such
+        # a request has been written before we look for it.
         self.proxy_logged(marker)
+        self.backend_barrier()
         found = [r for r in self.mock.requests() if marker in r.get("target", "")]
         self.assertEqual(found, [], f"request {marker} reached the backend")
