@@ -40,13 +40,8 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config::snapshot> cfg,
                                                    observability::access_log* access_log,
                                                    http::metrics* metrics, std::string& error) {
-  // Fail closed on what this build accepts in the schema but cannot do yet: running in header
-  // mode when the administrator asked for Kerberos would hand Exchange an identity it does not
-  // expect, and ignoring a PROXY header would log and forward the balancer as the client.
-  if (cfg->identity.mode == config::identity_mode::kerberos) {
-    error = "identity.mode = \"kerberos\" is not available in this build yet; use \"header\"";
-    return nullptr;
-  }
+  // Fail closed on what this build accepts in the schema but cannot do yet: ignoring a PROXY
+  // header would log and forward the balancer as the client.
   if (cfg->server.proxy_protocol) {
     error = "server.proxy_protocol = true is not available in this build yet";
     return nullptr;
@@ -79,6 +74,17 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
     return nullptr;
   }
   rt->routes = std::move(*routes);
+  if (cfg->identity.mode == config::identity_mode::kerberos) {
+    // The proxy's own credential comes from the keytab now: a bad keytab or principal stops
+    // startup (or a reload) with GSSAPI's reason instead of failing every request later.
+    auto krb = delegation::kerberos_delegator::create(cfg->kerberos);
+    if (!krb) {
+      error = "kerberos: cannot use keytab " + cfg->kerberos.keytab + " as " +
+              cfg->kerberos.principal + ": " + krb.error().message();
+      return nullptr;
+    }
+    rt->kerberos = std::shared_ptr<delegation::kerberos_delegator>(std::move(*krb));
+  }
   bool any_tls_upstream = false;
   for (const auto& s : cfg->upstream.servers) any_tls_upstream |= s.tls;
   std::string uerr;
@@ -129,6 +135,14 @@ class server {
     }
     access_log_ = std::move(*access);
     std::string error;
+    if (cfg->identity.mode == config::identity_mode::kerberos) {
+      // KRB5_CONFIG is process-wide: set once, before any thread calls GSSAPI; a reload that
+      // changes kerberos.krb5_config takes effect on restart only.
+      if (auto kr = delegation::apply_krb5_config(cfg->kerberos); !kr) {
+        log.critical("kerberos: krb5_config {}: {}", cfg->kerberos.krb5_config, kr.error().message());
+        return 1;
+      }
+    }
     auto rt = build_runtime(cfg, access_log_.get(), &metrics_, error);
     if (!rt) {
       log.critical("startup: {}", error);

@@ -1,5 +1,7 @@
 #include "http/metrics.hpp"
 
+#include "delegation/errc.hpp"
+
 #include <string>
 #include <vector>
 
@@ -48,7 +50,29 @@ metrics::metrics(observability::registry& r)
       bytes_out(r.add_counter("cbagate_response_body_bytes_total", "Response body bytes relayed")),
       request_seconds(r.add_histogram("cbagate_request_duration_seconds",
                                       "Time from request header to the last response byte",
-                                      {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600})) {}
+                                      {0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 300, 3600})),
+      delegation_results(r.add_labeled_counter(
+          "cbagate_kerberos_tokens_total", "Kerberos token requests, by outcome", "result",
+          {"ok", "kdc_unreachable", "unknown_user", "user_disabled", "delegation_refused", "keytab",
+           "internal"})),
+      delegation_cache_hits(r.add_counter("cbagate_kerberos_cache_hits_total",
+                                          "Tokens made from a cached delegated credential")),
+      delegation_cache_misses(r.add_counter("cbagate_kerberos_cache_misses_total",
+                                            "Tokens that needed S4U2Self + S4U2Proxy at the KDC")),
+      delegation_seconds(r.add_histogram("cbagate_kerberos_token_duration_seconds",
+                                         "Time to get a Negotiate token, queueing included",
+                                         {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5})) {}
+
+void metrics::count_delegation(const boost::system::error_code& ec, bool warm,
+                               std::int64_t micros) noexcept {
+  static constexpr std::string_view names[] = {"ok", "kdc_unreachable", "unknown_user",
+                                               "user_disabled", "delegation_refused", "keytab",
+                                               "internal"};
+  const int v = !ec ? 0 : ec.category() == delegation::delegation_category() ? ec.value() : 6;
+  delegation_results.inc(v >= 0 && v < 7 ? names[v] : std::string_view("internal"));
+  (warm ? delegation_cache_hits : delegation_cache_misses).inc();
+  delegation_seconds.observe(static_cast<double>(micros) / 1e6);
+}
 
 void metrics::count_rejection(identity::rejection r) noexcept {
   cert_rejections.inc(identity::to_string(r));

@@ -2,6 +2,8 @@
 // The proxy's request and connection metrics: declared once here, registered with the server's
 // registry, exported by admin/ (STYLE.md 5.8). No label carries a user, a client address or a
 // path: every label set is fixed up front.
+#include <boost/system/error_code.hpp>
+
 #include "identity/client_identity.hpp"
 #include "observability/access_log.hpp"
 #include "observability/metrics.hpp"
@@ -24,12 +26,21 @@ struct metrics {
   observability::counter& bytes_in;
   observability::counter& bytes_out;
   observability::histogram& request_seconds;
+  observability::labeled_counter& delegation_results;  // Kerberos: by outcome
+  observability::counter& delegation_cache_hits;
+  observability::counter& delegation_cache_misses;
+  observability::histogram& delegation_seconds;
 
   /** Counts a refused certificate by its reason. */
   void count_rejection(identity::rejection r) noexcept;
 
   /** Everything a finished request contributes (status class, error family, bytes, time). */
   void observe(const observability::access_record& rec) noexcept;
+
+  /** One Kerberos token request: its outcome (an error of "proxy.delegation" or none), whether
+   *  the user's delegated credential was cached, and how long it took. */
+  void count_delegation(const boost::system::error_code& ec, bool warm,
+                        std::int64_t micros) noexcept;
 };
 
 }  // namespace cbagate::http

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "config/snapshot.hpp"
+#include "delegation/kerberos.hpp"
 #include "http/metrics.hpp"
 #include "identity/verifier.hpp"
 #include "observability/access_log.hpp"
@@ -22,6 +23,7 @@ struct runtime {
   std::unique_ptr<tls::server_context> tls;
   routing::route_table routes;
   std::shared_ptr<upstream::client_tls> upstream_tls;
+  std::shared_ptr<delegation::kerberos_delegator> kerberos;  // identity.mode = "kerberos" only
   observability::access_log* access_log = nullptr;  // owned by the server, outlives runtimes
   http::metrics* metrics = nullptr;                 // owned by the server, outlives runtimes
 };

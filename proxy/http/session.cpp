@@ -16,6 +16,7 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include "delegation/kerberos.hpp"
 #include "http/framing.hpp"
 #include "http/local_reply.hpp"
 #include "http/sanitize.hpp"
@@ -584,7 +585,10 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
                                                 route->client_cert != config::route_cert_policy::none});
   add_forwarding_headers(req.base(), forwarding_info{c.client_ip, "https", host});
   if (!host.empty()) req.set(bhttp::field::host, host);
-  if (d.forward_identity) req.set(cfg.identity.header, id->upn);
+  // Header mode: the UPN in the configured header. Kerberos mode: the identity travels only
+  // as a Negotiate token, made below for the backend connection it will be sent on.
+  const bool kerberos = cfg.identity.mode == config::identity_mode::kerberos && d.forward_identity;
+  if (d.forward_identity && !kerberos) req.set(cfg.identity.header, id->upn);
   req.target(target->forward_target());
   req.version(11);
   if (was_chunked) req.chunked(true);
@@ -593,7 +597,9 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   // The backend connection (pooled or new, with failover between servers).
   upstream::pool& pool = *c.pool;
   c.tcp().expires_never();
-  upstream::lease lease = co_await pool.acquire(std::string());
+  // In Kerberos mode backend connections are bound to the user (IIS may keep a connection
+  // authenticated): a connection made for one user is never handed to another.
+  upstream::lease lease = co_await pool.acquire(kerberos ? id->upn : std::string());
   if (!lease.conn) {
     rec.error = "upstream_connect_failed";
     rec.upstream_connect_us = micros(lease.connect_time);
@@ -606,6 +612,34 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   if (!lease.reused) rec.upstream_connect_us = micros(lease.connect_time);
   rec.upstream = pool.server(lease.conn->server).url;
   lease.conn->requests++;
+
+  if (kerberos) {
+    // S4U2Self + S4U2Proxy on the delegation workers (never on this I/O thread), bound to this
+    // backend TLS connection's certificate (tls-server-end-point) for Extended Protection.
+    delegation::kerberos_delegator& krb = *c.rt.kerberos;
+    const auto principal = krb.principal_for(id->upn);
+    const bool warm = principal && krb.cached(*principal);
+    const auto t_krb = steady::now();
+    auto token = co_await krb.async_token(id->upn, lease.conn->tls_server_end_point);
+    rec.delegation_us = micros(steady::now() - t_krb);
+    rec.extra.emplace_back("krb_cache", warm ? "hit" : "miss");
+    m.count_delegation(token ? error_code{} : token.error(), warm, rec.delegation_us);
+    if (!token) {
+      const error_code kec = token.error();
+      rec.error = "delegation:" + kec.message();
+      observability::logger("delegation")
+          ->warn("conn={} req={} kerberos: no ticket for {} ({}): {}", c.conn_id, rec.req_id,
+                 id->upn, principal ? *principal : std::string("?"), kec.message());
+      pool.release(std::move(lease.conn));  // nothing was sent on it
+      const reply r = kec == delegation::errc::kdc_unreachable || kec == delegation::errc::keytab
+                          ? reply::kdc_unavailable
+                      : kec == delegation::errc::internal ? reply::internal
+                                                           : reply::delegation_denied;
+      co_await send_local(c, rec, r, 0, false, plan.client_version);
+      co_return finish(false);
+    }
+    req.set(bhttp::field::authorization, "Negotiate " + *token);
+  }
 
   upstream::connection& uc = *lease.conn;
   outcome out = co_await uc.visit([&](auto& up) { return exchange(c, up, uc, req_p, plan, rec, t0); });

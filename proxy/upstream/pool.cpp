@@ -1,6 +1,10 @@
 #include "upstream/pool.hpp"
 
+#include "common/openssl_ptr.hpp"
+
 #include <sys/socket.h>
+
+#include <algorithm>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -41,6 +45,24 @@ bool looks_alive(beast::tcp_stream& s) {
   if (n == 0) return false;                        // orderly close by the backend
   if (n > 0) return false;                         // unexpected bytes (or a TLS alert)
   return errno == EAGAIN || errno == EWOULDBLOCK;  // nothing pending: still usable
+}
+
+// RFC 5929 section 4.1: the certificate's own signature hash, except MD5 and SHA-1 become
+// SHA-256 (and so does a signature without a separate hash, such as Ed25519).
+std::vector<unsigned char> tls_server_end_point(SSL* ssl) {
+  std::vector<unsigned char> out;
+  ossl::x509_ptr cert(SSL_get1_peer_certificate(ssl));
+  if (!cert) return out;
+  int md_nid = NID_undef;
+  const EVP_MD* md = nullptr;
+  if (OBJ_find_sigid_algs(X509_get_signature_nid(cert.get()), &md_nid, nullptr) &&
+      md_nid != NID_md5 && md_nid != NID_sha1 && md_nid != NID_undef)
+    md = EVP_get_digestbynid(md_nid);
+  if (!md) md = EVP_sha256();
+  unsigned char buf[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(cert.get(), md, buf, &len) == 1) out.assign(buf, buf + len);
+  return out;
 }
 
 bool is_ip_literal(const std::string& host) {
@@ -143,6 +165,7 @@ net::awaitable<error_code> pool::connect_one(std::size_t index, connection& out,
     co_return make_error_code(errc::tls_failed);
   }
   beast::get_lowest_layer(tls).expires_never();
+  out.tls_server_end_point = tls_server_end_point(ssl);
   co_return error_code{};
 }
 
@@ -200,9 +223,16 @@ net::awaitable<lease> pool::acquire(std::string key) {
 
 void pool::release(std::unique_ptr<connection> conn) {
   if (!conn) return;
+  if (cfg_->upstream.max_idle_per_server == 0) return;  // closed by the destructor
+  // At the bound, the least recently used idle connection of that server makes room: with
+  // per-user keys (Kerberos) the active users keep theirs.
   std::size_t same_server = 0;
   for (const auto& c : idle_) same_server += c->server == conn->server;
-  if (same_server >= cfg_->upstream.max_idle_per_server) return;  // closed by the destructor
+  if (same_server >= cfg_->upstream.max_idle_per_server) {
+    auto oldest = std::find_if(idle_.begin(), idle_.end(),
+                               [&](const auto& c) { return c->server == conn->server; });
+    if (oldest != idle_.end()) idle_.erase(oldest);
+  }
   conn->idle_since = clock::now();
   conn->tcp().expires_never();
   idle_.push_back(std::move(conn));

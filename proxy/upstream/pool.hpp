@@ -45,6 +45,10 @@ struct connection {
   std::uint64_t id = 0;          // per-process serial, for logs
   unsigned requests = 0;         // requests served so far
   clock::time_point idle_since{};
+  // RFC 5929 tls-server-end-point of a TLS backend: the hash of its certificate with the hash
+  // of the certificate's signature (SHA-256 for MD5/SHA-1). Empty for plain HTTP. Kerberos
+  // tokens carry it as channel binding (Exchange Extended Protection).
+  std::vector<unsigned char> tls_server_end_point{};
 
   template <class F>
   decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream); }

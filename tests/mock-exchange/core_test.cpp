@@ -2,6 +2,7 @@
 // reply logic, the held-request registry and the command line.
 #include "eas.hpp"
 #include "mock_fixtures.hpp"
+#include "negotiate.hpp"
 #include "options.hpp"
 #include "ping_registry.hpp"
 #include "replies.hpp"
@@ -276,4 +277,41 @@ TEST_CASE("mock: the command line rejects TLS listeners without a certificate") 
   auto r = mock::parse_options(3, const_cast<char**>(argv.data()));
   CHECK_FALSE(r.opts);
   CHECK(r.exit_code == 2);
+}
+
+TEST_CASE("mock: the Negotiate scheme is recognised case-insensitively, others are not") {
+  CHECK(mock::negotiate_token("Negotiate YIIB") == std::optional<std::string_view>("YIIB"));
+  CHECK(mock::negotiate_token("  negotiate   abc=  ") == std::optional<std::string_view>("abc="));
+  CHECK_FALSE(mock::negotiate_token("Basic YWxpY2U6cHc="));
+  CHECK_FALSE(mock::negotiate_token("NegotiateX abc"));
+  CHECK(mock::base64_encode("ab") == "YWI=");
+  CHECK(mock::base64_encode("abc") == "YWJj");
+  CHECK(mock::base64_decode(mock::base64_encode("\x60\x01\xff")) == std::string("\x60\x01\xff"));
+}
+
+TEST_CASE("mock: the token's outer mechanism is read from its OID") {
+  const std::string spnego("\x60\x08\x06\x06\x2b\x06\x01\x05\x05\x02", 10);
+  const std::string krb5("\x60\x0b\x06\x09\x2a\x86\x48\x86\xf7\x12\x01\x02\x02", 13);
+  CHECK(mock::token_mech(spnego) == "spnego");
+  CHECK(mock::token_mech(krb5) == "krb5");
+  CHECK(mock::token_mech("garbage") == "unknown");
+  CHECK(mock::token_mech(std::string("\x60\x82", 2)) == "unknown");
+}
+
+TEST_CASE("mock: Negotiate options need a keytab and take require or ignore") {
+  std::array ok{"mock", "--listen", "127.0.0.1:0", "--negotiate-keytab", "/k", "--require-negotiate",
+                "--channel-bindings", "require"};
+  auto r = mock::parse_options(static_cast<int>(ok.size()), const_cast<char**>(ok.data()));
+  REQUIRE(r.opts);
+  CHECK(r.opts->negotiate_keytab == "/k");
+  CHECK(r.opts->require_negotiate);
+  CHECK(r.opts->require_channel_bindings);
+  CHECK(r.opts->negotiate_rcache == "temp");
+  std::array no_keytab{"mock", "--listen", "127.0.0.1:0", "--require-negotiate"};
+  CHECK(mock::parse_options(static_cast<int>(no_keytab.size()),
+                            const_cast<char**>(no_keytab.data())).exit_code == 2);
+  std::array bad_mode{"mock", "--listen", "127.0.0.1:0", "--negotiate-keytab", "/k",
+                      "--channel-bindings", "maybe"};
+  CHECK(mock::parse_options(static_cast<int>(bad_mode.size()),
+                            const_cast<char**>(bad_mode.data())).exit_code == 2);
 }

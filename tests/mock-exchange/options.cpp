@@ -53,6 +53,12 @@ std::string usage() {
   --owa-frames N                 chunks per /owa/ev.owa2 response (default 3)
   --owa-frame-interval-ms MS     spacing of those chunks (default: the Ping cap, else 1000)
   --verbose                      one stderr line per request
+  --negotiate-keytab FILE        accept Authorization: Negotiate with this (the backend's) keytab
+  --negotiate-principal NAME     acceptor name (HTTP/host[@REALM] or HTTP@host); default any key
+  --negotiate-rcache SPEC        replay cache: temp (per-process, default), none, or TYPE:RESIDUAL
+  --require-negotiate            /owa, /ecp, /Microsoft-Server-ActiveSync need a valid token (401)
+  --channel-bindings MODE        ignore (default) | require: TLS tokens must carry RFC 5929
+                                 tls-server-end-point bindings of the mock's certificate
 )";
 }
 
@@ -84,6 +90,10 @@ parse_result parse_options(int argc, char** argv) {
     }
     if (arg == "--tls-request-client-cert") {
       o.request_client_cert = true;
+      continue;
+    }
+    if (arg == "--require-negotiate") {
+      o.require_negotiate = true;
       continue;
     }
     if (!value(v)) return fail(std::string(arg) + ": missing value or unknown option");
@@ -138,6 +148,19 @@ parse_result parse_options(int argc, char** argv) {
       unsigned n = 0;
       if (!to_number(v, n)) return fail("--owa-frame-interval-ms: expected milliseconds");
       o.owa_interval_ms = n;
+    } else if (arg == "--negotiate-keytab") {
+      if (v.empty()) return fail("--negotiate-keytab: empty path");
+      o.negotiate_keytab = v;
+    } else if (arg == "--negotiate-principal") {
+      o.negotiate_principal = v;
+    } else if (arg == "--negotiate-rcache") {
+      if (v != "temp" && v != "none" && v.find(':') == std::string_view::npos) {
+        return fail("--negotiate-rcache: expected temp, none or TYPE:RESIDUAL");
+      }
+      o.negotiate_rcache = v;
+    } else if (arg == "--channel-bindings") {
+      if (v != "require" && v != "ignore") return fail("--channel-bindings: expected require or ignore");
+      o.require_channel_bindings = v == "require";
     } else {
       return fail("unknown option " + std::string(arg));
     }
@@ -145,6 +168,11 @@ parse_result parse_options(int argc, char** argv) {
   if (o.listen.empty() && o.tls_listen.empty()) return fail("give at least one --listen or --tls-listen");
   if (!o.tls_listen.empty() && (o.cert.empty() || o.key.empty())) {
     return fail("--tls-listen needs --cert and --key");
+  }
+  if (o.negotiate_keytab.empty() &&
+      (o.require_negotiate || o.require_channel_bindings || !o.negotiate_principal.empty())) {
+    return fail("--require-negotiate, --channel-bindings require and --negotiate-principal need "
+                "--negotiate-keytab");
   }
   if (o.ping_cap && !min_set) o.ping_min = 1;
   if (o.ping_min > o.ping_max) return fail("--ping-heartbeat-min is above --ping-heartbeat-max");

@@ -35,6 +35,11 @@ struct options {
   unsigned owa_frames = 3;                ///< --owa-frames: chunks per ev.owa2 response
   std::optional<unsigned> owa_interval_ms;  ///< --owa-frame-interval-ms (default: cap or 1000)
   bool verbose = false;                   ///< --verbose: one stderr line per request
+  std::string negotiate_keytab;           ///< --negotiate-keytab: the backend's keytab
+  std::string negotiate_principal;        ///< --negotiate-principal ("" = any key in the keytab)
+  std::string negotiate_rcache = "temp";  ///< --negotiate-rcache: temp | none | TYPE:RESIDUAL
+  bool require_negotiate = false;         ///< --require-negotiate: 401 on /owa, /ecp, EAS
+  bool require_channel_bindings = false;  ///< --channel-bindings require (default ignore)
 };
 
 /** The result of parsing: options, a message to print and exit 0 (help), or an error. */

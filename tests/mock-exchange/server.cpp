@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include "eas.hpp"
+#include "negotiate.hpp"
 #include "ping_registry.hpp"
 #include "replies.hpp"
 #include "request_log.hpp"
@@ -46,6 +47,8 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <filesystem>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <string>
@@ -177,6 +180,8 @@ struct shared_state {
   request_log& log;
   ping_registry& pings;
   eas_settings eas;
+  const negotiate_acceptor* negotiate = nullptr;  // --negotiate-keytab given
+  std::vector<unsigned char> cb_hash;  // tls-server-end-point hash of our certificate (TLS only)
   std::atomic<std::uint64_t> next_request{1};
   std::atomic<std::uint64_t> next_connection{1};
   std::atomic<std::int64_t> open_connections{0};
@@ -212,6 +217,8 @@ struct request_ctx {
   std::string error;
   std::optional<std::string> cmd;
   bool logging = false;
+  bool negotiate_enabled = false;          // an acceptor is configured
+  std::optional<negotiate_outcome> nego;   // set when a Negotiate token came
   json::object extra;  // command-specific log fields, filled only when logging
 
   void consume(const char* p, std::size_t n) {
@@ -297,6 +304,14 @@ void stamp(http::response<Body>& res, const request_ctx& ctx, const connection_i
   res.set("X-Mock-Request-Id", std::to_string(ctx.id));
   res.set("X-Mock-Connection", std::to_string(conn.id));
   if (!conn.client_subject.empty()) res.set("X-Mock-Client-Cert-Subject", conn.client_subject);
+  if (ctx.negotiate_enabled) {
+    bool ok = ctx.nego && ctx.nego->authenticated;
+    res.set("X-Mock-Principal", ok ? ctx.nego->principal : std::string("-"));
+    // The acceptor's reply token (mutual authentication), as IIS sends it with the answer.
+    if (ok && !ctx.nego->output_token.empty()) {
+      res.set(http::field::www_authenticate, "Negotiate " + ctx.nego->output_token);
+    }
+  }
   res.keep_alive(keep_alive);
 }
 
@@ -656,6 +671,17 @@ route classify(std::string_view path) {
   return {route_kind::not_found};
 }
 
+// The paths a real Exchange protects with Windows authentication (--require-negotiate).
+bool needs_negotiate(route r) {
+  switch (r.kind) {
+    case route_kind::eas:
+    case route_kind::owa:
+    case route_kind::owa_events:
+    case route_kind::ecp: return true;
+    default: return false;
+  }
+}
+
 // The replies that need no I/O beyond sending them.
 reply simple_reply(route r, const request_facts& f, shared_state& st) {
   switch (r.kind) {
@@ -700,6 +726,13 @@ net::awaitable<bool> handle(Stream& s, beast::flat_buffer& buf, parser_t& p, req
   if (auto ec = co_await read_body(s, buf, p, ctx, st)) {
     ctx.error = "read body: " + ec.message();
     co_return false;
+  }
+  if (st.opts.require_negotiate && needs_negotiate(r) && !(ctx.nego && ctx.nego->authenticated)) {
+    reply challenge = text_reply(401, "mock-exchange: Negotiate authentication required\n");
+    bool cont = ctx.nego && ctx.nego->continue_needed && !ctx.nego->output_token.empty();
+    challenge.headers.emplace_back("WWW-Authenticate",
+                                   cont ? "Negotiate " + ctx.nego->output_token : "Negotiate");
+    co_return co_await send(s, req, ctx, conn, st, std::move(challenge));
   }
   switch (r.kind) {
     case route_kind::mock_die: co_return co_await die_mid_response(s, req, ctx, conn, st);
@@ -834,6 +867,33 @@ void write_log(shared_state& st, const connection_info& conn, const request_msg*
   } else {
     rec["error"] = json_text(ctx.error);
   }
+  if (ctx.negotiate_enabled || ctx.nego) {
+    const negotiate_outcome* n = ctx.nego ? &*ctx.nego : nullptr;
+    auto text_or_null = [](const std::string& v) -> json::value {
+      if (v.empty()) return nullptr;
+      return json::string(json_text(v));
+    };
+    rec["negotiate"] = n != nullptr;
+    rec["negotiate_principal"] =
+        n != nullptr && n->authenticated ? text_or_null(n->principal) : json::value(nullptr);
+    if (n != nullptr) {
+      rec["negotiate_error"] = text_or_null(n->error);
+    } else if (st.opts.require_negotiate && ctx.status == 401) {
+      rec["negotiate_error"] = "no Negotiate token";
+    } else {
+      rec["negotiate_error"] = nullptr;
+    }
+    rec["negotiate_mech"] = n != nullptr ? text_or_null(n->mech) : json::value(nullptr);
+    rec["negotiate_inner_mech"] = n != nullptr ? text_or_null(n->inner_mech) : json::value(nullptr);
+    rec["negotiate_flags"] = n != nullptr ? json::value(n->flags) : json::value(nullptr);
+    json::array names;
+    if (n != nullptr) {
+      for (auto& f : flag_names(n->flags)) names.push_back(json::string(f));
+    }
+    rec["negotiate_flag_names"] = std::move(names);
+    rec["negotiate_delegated"] = n != nullptr && n->delegated;
+    rec["negotiate_channel_bound"] = n != nullptr && n->channel_bound;
+  }
   for (auto& kv : ctx.extra) rec[kv.key()] = std::move(kv.value());
   st.log.write(rec);
 }
@@ -888,6 +948,22 @@ net::awaitable<void> run_session(Stream& s, shared_state& st, connection_info& c
       for (const auto& v : ctx.identities) {
         if (!ctx.identity_echo.empty()) ctx.identity_echo += ", ";
         ctx.identity_echo += v;
+      }
+    }
+    if (st.negotiate != nullptr) {
+      ctx.negotiate_enabled = true;
+      for (const auto& f : req) {
+        if (f.name() != http::field::authorization) continue;
+        auto token = negotiate_token(f.value());
+        if (!token) continue;
+        // With --channel-bindings require, a TLS connection passes our certificate's
+        // tls-server-end-point hash; plain HTTP has no bindings (RFC 5929 needs TLS).
+        bool bind = st.opts.require_channel_bindings && conn.tls;
+        ctx.nego = st.negotiate->accept(*token, bind ? &st.cb_hash : nullptr, bind);
+        if (!ctx.nego->authenticated && !ctx.nego->principal.empty()) {
+          ctx.nego->error += " (initiator " + ctx.nego->principal + ")";
+        }
+        break;  // the first Negotiate credentials count, as in IIS
       }
     }
     bool keep = co_await handle(s, buf, p, ctx, conn, st);
@@ -1042,6 +1118,54 @@ int run_server(const options& opts) {
       // Any certificate is accepted: the mock only echoes what it got.
       tls->set_verify_mode(net::ssl::verify_peer, ec);
       tls->set_verify_callback([](bool, net::ssl::verify_context&) { return true; }, ec);
+    }
+  }
+
+  // Negotiate: the acceptor credential from the backend keytab, its replay cache, and the
+  // channel-binding hash of our own TLS certificate.
+  struct temp_dir {
+    std::string path;
+    ~temp_dir() {
+      std::error_code ignored;
+      if (!path.empty()) std::filesystem::remove_all(path, ignored);
+    }
+  } rcache_dir;
+  std::unique_ptr<negotiate_acceptor> acceptor;
+  if (!opts.negotiate_keytab.empty()) {
+    std::string rcache;
+    if (opts.negotiate_rcache == "none") {
+      rcache = "none:";
+    } else if (opts.negotiate_rcache == "temp") {
+      // A replay cache of this process only: replays within a run are refused, and nothing is
+      // shared with other runs or left behind (removed at exit).
+      const char* base = std::getenv("TMPDIR");
+      std::string templ = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
+                          "/mock-exchange-rcache-XXXXXX";
+      if (::mkdtemp(templ.data()) == nullptr) {
+        std::fprintf(stderr, "mock-exchange: cannot create a replay cache dir: %s\n",
+                     std::strerror(errno));
+        return 1;
+      }
+      rcache_dir.path = templ;
+      rcache = "file2:" + templ + "/rcache2";
+    } else {
+      rcache = opts.negotiate_rcache;
+    }
+    std::string error;
+    acceptor = negotiate_acceptor::create(opts.negotiate_keytab, opts.negotiate_principal, rcache,
+                                          error);
+    if (!acceptor) {
+      std::fprintf(stderr, "mock-exchange: --negotiate-keytab %s: %s\n",
+                   opts.negotiate_keytab.c_str(), error.c_str());
+      return 1;
+    }
+    st.negotiate = acceptor.get();
+    if (tls) {
+      st.cb_hash = tls_server_end_point(SSL_CTX_get0_certificate(tls->native_handle()));
+      if (st.cb_hash.empty()) {
+        std::fprintf(stderr, "mock-exchange: cannot hash the certificate for channel bindings\n");
+        return 1;
+      }
     }
   }
 

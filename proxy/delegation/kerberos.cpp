@@ -1,0 +1,564 @@
+#include "delegation/kerberos.hpp"
+
+#include "common/gss_ptr.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <gssapi/gssapi.h>
+#include <gssapi/gssapi_ext.h>
+#include <gssapi/gssapi_krb5.h>
+#include <krb5/krb5.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cstdlib>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <utility>
+
+namespace cbagate::delegation {
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+/** Where in the exchange a GSS call failed: the same krb5 code means different things. */
+enum class step { proxy_cred, s4u2self, store, s4u2proxy, token };
+
+/** Maps a GSS status to errc by the krb5 code behind the minor status (krb5 mech calls only:
+ *  the mechglue passes the first mapping of a krb5 code through unchanged). */
+errc classify(step where, OM_uint32 major, OM_uint32 minor) noexcept {
+  const auto code = static_cast<krb5_error_code>(minor);
+  switch (code) {
+    case KRB5_KDC_UNREACH:
+    case KRB5_REALM_CANT_RESOLVE:
+    case KRB5_REALM_UNKNOWN:
+      return errc::kdc_unreachable;
+    default: break;
+  }
+  switch (where) {
+    case step::proxy_cred:
+      // Missing keytab shows up as "No credentials cache found", a rotated key as a decrypt
+      // integrity failure, an unknown proxy principal as C_PRINCIPAL_UNKNOWN: all the keytab's.
+      return errc::keytab;
+    case step::s4u2self:
+      switch (code) {
+        case KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN: return errc::unknown_user;
+        case KRB5KDC_ERR_CLIENT_REVOKED:
+        case KRB5KDC_ERR_NAME_EXP:
+          return errc::user_disabled;
+        case KRB5KDC_ERR_BADOPTION:
+        case KRB5KDC_ERR_POLICY:
+        case KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN:  // the proxy itself is unknown as a service
+          return errc::delegation_refused;
+        case KRB5KRB_AP_ERR_TKT_EXPIRED:  // the proxy TGT in the slot expired meanwhile
+        default: break;
+      }
+      break;
+    case step::s4u2proxy:
+      switch (code) {
+        case KRB5KDC_ERR_BADOPTION:  // target not in krbAllowedToDelegateTo, evidence not forwardable
+        case KRB5KDC_ERR_POLICY:
+        case KRB5KDC_ERR_S_PRINCIPAL_UNKNOWN:  // the target SPN is unknown
+          return errc::delegation_refused;
+        case KRB5KDC_ERR_CLIENT_REVOKED:
+        case KRB5KDC_ERR_NAME_EXP:
+          return errc::user_disabled;
+        case KRB5KDC_ERR_C_PRINCIPAL_UNKNOWN: return errc::unknown_user;
+        default: break;
+      }
+      break;
+    case step::store:
+    case step::token:
+      break;
+  }
+  (void)major;
+  return errc::internal;
+}
+
+std::string base64(std::span<const unsigned char> in) {
+  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), in.data(),
+                                static_cast<int>(in.size()));
+  out.resize(n > 0 ? static_cast<std::size_t>(n) : 0U);
+  return out;
+}
+
+std::string upper(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+/** The realm part of a principal name ("a/b@R" -> "R"), "" without one. */
+std::string_view realm_of(std::string_view principal) {
+  const auto at = principal.rfind('@');
+  return at == std::string_view::npos ? std::string_view{} : principal.substr(at + 1);
+}
+
+expected<gss::name_ptr> import_name(std::string_view text, gss_OID type) {
+  OM_uint32 minor = 0;
+  gss_buffer_desc in = gss::input_buffer(text);
+  gss_name_t out = GSS_C_NO_NAME;
+  const OM_uint32 major = gss_import_name(&minor, &in, type, &out);
+  if (GSS_ERROR(major)) return make_error_code(errc::internal);
+  return gss::name_ptr(out);
+}
+
+struct slot {
+  std::string ccache;  // MEMORY: ccache holding this worker's proxy TGT
+};
+
+struct cache_entry {
+  std::string ccache;  // MEMORY: ccache with the user's evidence and S4U2Proxy tickets
+  clock::time_point expires;
+  std::list<std::string>::iterator lru;  // position in impl::lru_ (front = most recent)
+};
+
+}  // namespace
+
+struct kerberos_delegator::impl {
+  config::kerberos_section section;
+  kerberos_options options;
+  std::string realm;        // the proxy principal's realm
+  std::string target_text;  // the name imported for the target
+  gss_OID target_type = GSS_C_NO_OID;
+  gss_OID_desc spnego_oid{6, const_cast<char*>("\x2b\x06\x01\x05\x05\x02")};
+  gss_OID_desc krb5_oid{9, const_cast<char*>("\x2a\x86\x48\x86\xf7\x12\x01\x02\x02")};
+  gss_OID_set_desc krb5_set{1, &krb5_oid};
+  gss_OID_set_desc spnego_set{1, &spnego_oid};
+  std::string id;  // unique prefix for this delegator's ccache names
+  std::atomic<std::uint64_t> seq{0};
+
+  std::mutex slots_mutex;
+  std::vector<slot> free_slots;
+  std::vector<std::string> all_slot_ccaches;
+
+  mutable std::mutex cache_mutex;
+  std::unordered_map<std::string, cache_entry> cache;
+  std::list<std::string> lru;
+
+  std::mutex krb_mutex;
+  krb5_context kctx = nullptr;
+
+  std::atomic<std::uint64_t> tokens{0}, hits{0}, misses{0}, evictions{0}, deadline_expired{0},
+      rejected_busy{0}, s4u_count{0}, s4u_micros{0};
+  std::atomic<std::uint64_t> errors[7] = {};
+  std::atomic<std::size_t> pending{0};
+
+  boost::asio::thread_pool pool;  // last: destroyed (joined) first, while the rest still lives
+
+  impl(const config::kerberos_section& s, kerberos_options o)
+      : section(s), options(o), pool(std::max<std::size_t>(o.workers, 1)) {}
+
+  ~impl() {
+    pool.join();
+    std::vector<std::string> names;
+    for (auto& [_, e] : cache) names.push_back(e.ccache);
+    names.insert(names.end(), all_slot_ccaches.begin(), all_slot_ccaches.end());
+    destroy_ccaches(names);
+    if (kctx != nullptr) krb5_free_context(kctx);
+  }
+
+  std::string next_ccache(std::string_view kind) {
+    return "MEMORY:cbagate-" + std::string(kind) + "-" + id + "-" + std::to_string(++seq);
+  }
+
+  void destroy_ccaches(const std::vector<std::string>& names) {
+    if (names.empty()) return;
+    std::lock_guard lock(krb_mutex);
+    for (const auto& n : names) {
+      krb5_ccache cc = nullptr;
+      if (krb5_cc_resolve(kctx, n.c_str(), &cc) == 0) krb5_cc_destroy(kctx, cc);
+    }
+  }
+
+  expected<std::string> fail(errc e) {
+    ++errors[static_cast<std::size_t>(e)];
+    return make_error_code(e);
+  }
+
+  // --- cache -------------------------------------------------------------------------------
+  std::optional<std::string> lookup(const std::string& principal) {
+    std::vector<std::string> dead;
+    std::optional<std::string> found;
+    {
+      std::lock_guard lock(cache_mutex);
+      auto it = cache.find(principal);
+      if (it == cache.end()) return std::nullopt;
+      if (clock::now() >= it->second.expires) {
+        dead.push_back(it->second.ccache);
+        lru.erase(it->second.lru);
+        cache.erase(it);
+        ++evictions;
+      } else {
+        lru.splice(lru.begin(), lru, it->second.lru);
+        found = it->second.ccache;
+      }
+    }
+    destroy_ccaches(dead);
+    return found;
+  }
+
+  void forget(const std::string& principal, const std::string& ccache) {
+    bool erased = false;
+    {
+      std::lock_guard lock(cache_mutex);
+      auto it = cache.find(principal);
+      if (it != cache.end() && it->second.ccache == ccache) {
+        lru.erase(it->second.lru);
+        cache.erase(it);
+        erased = true;
+      }
+    }
+    if (erased) destroy_ccaches({ccache});
+  }
+
+  /** Caches `ccache` for `principal`; returns the ccache to use now: `ccache`, or the one a
+   *  concurrent cold call for the same principal put there first (`ccache` is then destroyed). */
+  std::string insert(const std::string& principal, std::string ccache, clock::time_point expires) {
+    std::vector<std::string> dead;
+    std::string use = ccache;
+    {
+      std::lock_guard lock(cache_mutex);
+      if (auto it = cache.find(principal); it != cache.end() && it->second.expires > clock::now()) {
+        use = it->second.ccache;
+        dead.push_back(std::move(ccache));
+      } else {
+        if (it != cache.end()) {
+          dead.push_back(it->second.ccache);
+          lru.erase(it->second.lru);
+          cache.erase(it);
+        }
+        lru.push_front(principal);
+        cache.emplace(principal, cache_entry{std::move(ccache), expires, lru.begin()});
+        const auto now = clock::now();
+        // Expired entries first, then least recently used, down to capacity.
+        for (auto i = cache.begin(); i != cache.end();) {
+          if (i->second.expires <= now && i->first != principal) {
+            dead.push_back(i->second.ccache);
+            lru.erase(i->second.lru);
+            i = cache.erase(i);
+            ++evictions;
+          } else {
+            ++i;
+          }
+        }
+        while (cache.size() > std::max<std::size_t>(options.cache_capacity, 1)) {
+          auto victim = cache.find(lru.back());
+          dead.push_back(victim->second.ccache);
+          cache.erase(victim);
+          lru.pop_back();
+          ++evictions;
+        }
+      }
+    }
+    destroy_ccaches(dead);
+    return use;
+  }
+
+  // --- worker slots: one proxy credential (ccache) per concurrent caller -------------------
+  slot take_slot() {
+    std::lock_guard lock(slots_mutex);
+    if (!free_slots.empty()) {
+      slot s = std::move(free_slots.back());
+      free_slots.pop_back();
+      return s;
+    }
+    slot s{next_ccache("proxy")};
+    all_slot_ccaches.push_back(s.ccache);
+    return s;
+  }
+  void give_back(slot s) {
+    std::lock_guard lock(slots_mutex);
+    free_slots.push_back(std::move(s));
+  }
+
+  // --- GSS steps ----------------------------------------------------------------------------
+  expected<gss::name_ptr> target_name() const { return import_name(target_text, target_type); }
+
+  /** A fresh SPNEGO token from the delegated credential in `ccache`: no KDC request. */
+  expected<std::string> token_from(const std::string& ccache, std::span<const unsigned char> cb) {
+    OM_uint32 minor = 0;
+    gss_key_value_element_desc elem{"ccache", ccache.c_str()};
+    gss_key_value_set_desc store{1, &elem};
+    gss_cred_id_t raw_cred = GSS_C_NO_CREDENTIAL;
+    OM_uint32 major = gss_acquire_cred_from(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &spnego_set,
+                                            GSS_C_INITIATE, &store, &raw_cred, nullptr, nullptr);
+    if (GSS_ERROR(major)) return make_error_code(classify(step::token, major, minor));
+    gss::cred_ptr cred(raw_cred);
+
+    auto target = target_name();
+    if (!target) return target.error();
+
+    std::string app_data;
+    gss_channel_bindings_struct bindings{};
+    if (!cb.empty()) {
+      app_data = "tls-server-end-point:";
+      app_data.append(reinterpret_cast<const char*>(cb.data()), cb.size());
+      bindings.initiator_addrtype = GSS_C_AF_UNSPEC;
+      bindings.acceptor_addrtype = GSS_C_AF_UNSPEC;
+      bindings.application_data = gss::input_buffer(std::string_view(app_data));
+    }
+    gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
+    gss::buffer out;
+    major = gss_init_sec_context(&minor, cred.get(), &raw_ctx, target->get(), &spnego_oid,
+                                 GSS_C_MUTUAL_FLAG, GSS_C_INDEFINITE,
+                                 cb.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &bindings,
+                                 GSS_C_NO_BUFFER, nullptr, out.out(), nullptr, nullptr);
+    gss::ctx_ptr ctx(raw_ctx);
+    if (GSS_ERROR(major) || out.empty()) return make_error_code(classify(step::token, major, minor));
+    return base64(out.bytes());
+  }
+
+  /** S4U2Self + S4U2Proxy for `principal`; the delegated credential lands in a new ccache. */
+  expected<std::pair<std::string, clock::time_point>> delegate(const std::string& principal) {
+    const auto t0 = clock::now();
+    slot s = take_slot();
+    struct slot_return {
+      impl& self;
+      slot& s;
+      ~slot_return() { self.give_back(std::move(s)); }
+    } returner{*this, s};
+
+    OM_uint32 minor = 0;
+    // 1. This worker's proxy credential, re-acquired each time: MIT renews a keytab TGT only
+    //    inside gss_acquire_cred* (an AS exchange when due, else ~0.1 ms and no KDC traffic).
+    auto proxy_name = import_name(section.principal, GSS_KRB5_NT_PRINCIPAL_NAME);
+    if (!proxy_name) return proxy_name.error();
+    gss_key_value_element_desc proxy_elems[2] = {{"client_keytab", section.keytab.c_str()},
+                                                 {"ccache", s.ccache.c_str()}};
+    gss_key_value_set_desc proxy_store{2, proxy_elems};
+    gss_cred_id_t raw = GSS_C_NO_CREDENTIAL;
+    OM_uint32 major = gss_acquire_cred_from(&minor, proxy_name->get(), GSS_C_INDEFINITE, &krb5_set,
+                                            GSS_C_INITIATE, &proxy_store, &raw, nullptr, nullptr);
+    if (GSS_ERROR(major)) return make_error_code(classify(step::proxy_cred, major, minor));
+    gss::cred_ptr proxy(raw);
+
+    // 2. S4U2Self through the krb5 mech (raw krb5 codes on failure).
+    auto user = import_name(principal, section.upn_to_principal == config::upn_mapping::enterprise
+                                           ? GSS_KRB5_NT_ENTERPRISE_NAME
+                                           : GSS_KRB5_NT_PRINCIPAL_NAME);
+    if (!user) return user.error();
+    raw = GSS_C_NO_CREDENTIAL;
+    OM_uint32 lifetime = 0;
+    major = gss_acquire_cred_impersonate_name(&minor, proxy.get(), user->get(), GSS_C_INDEFINITE,
+                                              &krb5_set, GSS_C_INITIATE, &raw, nullptr, &lifetime);
+    if (GSS_ERROR(major)) return make_error_code(classify(step::s4u2self, major, minor));
+    gss::cred_ptr impersonated(raw);
+
+    // 3. Into a named MEMORY ccache that outlives the handle (it keeps proxy_impersonator).
+    std::string ccache = next_ccache("user");
+    gss_key_value_element_desc user_elem{"ccache", ccache.c_str()};
+    gss_key_value_set_desc user_store{1, &user_elem};
+    major = gss_store_cred_into(&minor, impersonated.get(), GSS_C_INITIATE, &krb5_oid, 1, 0,
+                                &user_store, nullptr, nullptr);
+    if (GSS_ERROR(major)) {
+      destroy_ccaches({ccache});
+      return make_error_code(classify(step::store, major, minor));
+    }
+
+    // 4. S4U2Proxy through the krb5 mech on a credential read from that ccache, so the service
+    //    ticket for the target is cached there for every later SPNEGO token.
+    raw = GSS_C_NO_CREDENTIAL;
+    major = gss_acquire_cred_from(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &krb5_set, GSS_C_INITIATE,
+                                  &user_store, &raw, nullptr, nullptr);
+    if (GSS_ERROR(major)) {
+      destroy_ccaches({ccache});
+      return make_error_code(classify(step::store, major, minor));
+    }
+    gss::cred_ptr delegated(raw);
+    auto target = target_name();
+    if (!target) {
+      destroy_ccaches({ccache});
+      return target.error();
+    }
+    gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
+    gss::buffer discard;
+    major = gss_init_sec_context(&minor, delegated.get(), &raw_ctx, target->get(), &krb5_oid, 0,
+                                 GSS_C_INDEFINITE, GSS_C_NO_CHANNEL_BINDINGS, GSS_C_NO_BUFFER,
+                                 nullptr, discard.out(), nullptr, nullptr);
+    gss::ctx_ptr ctx(raw_ctx);
+    if (GSS_ERROR(major)) {
+      destroy_ccaches({ccache});
+      return make_error_code(classify(step::s4u2proxy, major, minor));
+    }
+
+    const auto now = clock::now();
+    const auto life = lifetime == GSS_C_INDEFINITE ? std::chrono::seconds(36000)
+                                                   : std::chrono::seconds(lifetime);
+    const auto keep = life > options.renew_before * 2 ? life - options.renew_before : life / 2;
+    ++s4u_count;
+    s4u_micros += static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - t0).count());
+    return std::pair{std::move(ccache), now + keep};
+  }
+
+  expected<std::string> token(const std::string& principal, std::span<const unsigned char> cb) {
+    if (auto cc = lookup(principal)) {
+      auto t = token_from(*cc, cb);
+      if (t) {
+        ++hits;
+        ++tokens;
+        return t;
+      }
+      forget(principal, *cc);  // e.g. a ticket expired under us: start over once
+    }
+    ++misses;
+    auto d = delegate(principal);
+    if (!d) return fail(static_cast<errc>(d.error().value()));
+    const std::string cc = insert(principal, std::move(d->first), d->second);
+    auto t = token_from(cc, cb);
+    if (!t) return fail(static_cast<errc>(t.error().value()));
+    ++tokens;
+    return t;
+  }
+};
+
+expected<void> apply_krb5_config(const config::kerberos_section& section) {
+  if (section.krb5_config.empty()) return {};
+  if (::access(section.krb5_config.c_str(), R_OK) != 0) return make_error_code(errc::internal);
+  if (::setenv("KRB5_CONFIG", section.krb5_config.c_str(), 1) != 0)
+    return make_error_code(errc::internal);
+  return {};
+}
+
+expected<std::string> upn_to_principal(std::string_view upn, config::upn_mapping mapping,
+                                       std::string_view default_realm) {
+  if (upn.empty() || upn.find_first_of(" \t\r\n/\\") != std::string_view::npos)
+    return make_error_code(errc::internal);
+  const auto at = upn.rfind('@');
+  if (mapping == config::upn_mapping::enterprise) {
+    if (at == std::string_view::npos || at == 0 || at + 1 == upn.size())
+      return make_error_code(errc::internal);
+    return std::string(upn);
+  }
+  if (at == std::string_view::npos) {
+    if (default_realm.empty()) return std::string(upn);
+    return std::string(upn) + "@" + std::string(default_realm);
+  }
+  if (at == 0 || at + 1 == upn.size() || upn.substr(0, at).find('@') != std::string_view::npos)
+    return make_error_code(errc::internal);
+  return std::string(upn.substr(0, at)) + "@" + upper(upn.substr(at + 1));
+}
+
+kerberos_delegator::kerberos_delegator(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
+kerberos_delegator::~kerberos_delegator() = default;
+
+expected<std::unique_ptr<kerberos_delegator>> kerberos_delegator::create(
+    const config::kerberos_section& section, kerberos_options options) {
+  if (section.keytab.empty() || ::access(section.keytab.c_str(), R_OK) != 0)
+    return make_error_code(errc::keytab);
+  if (section.principal.empty() || section.target_spn.empty()) return make_error_code(errc::internal);
+
+  auto d = std::make_unique<impl>(section, options);
+  d->realm = std::string(realm_of(section.principal));
+  // "HTTP/host" -> host-based "HTTP@host" (realm from krb5.conf); "HTTP/host@REALM" as written.
+  if (realm_of(section.target_spn).empty()) {
+    const auto slash = section.target_spn.find('/');
+    if (slash == std::string::npos || slash == 0 || slash + 1 == section.target_spn.size())
+      return make_error_code(errc::internal);
+    d->target_text = section.target_spn.substr(0, slash) + "@" + section.target_spn.substr(slash + 1);
+    d->target_type = GSS_C_NT_HOSTBASED_SERVICE;
+  } else {
+    d->target_text = section.target_spn;
+    d->target_type = GSS_KRB5_NT_PRINCIPAL_NAME;
+  }
+  if (!import_name(section.principal, GSS_KRB5_NT_PRINCIPAL_NAME)) return make_error_code(errc::internal);
+  if (!d->target_name()) return make_error_code(errc::internal);
+  if (krb5_init_context(&d->kctx) != 0) return make_error_code(errc::internal);
+  d->id = std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(d.get()));
+  return std::unique_ptr<kerberos_delegator>(new kerberos_delegator(std::move(d)));
+}
+
+expected<std::string> kerberos_delegator::principal_for(std::string_view upn) const {
+  return upn_to_principal(upn, impl_->section.upn_to_principal, impl_->realm);
+}
+
+expected<std::string> kerberos_delegator::negotiate_token(const std::string& upn,
+                                                          std::span<const unsigned char> channel_bindings) {
+  auto principal = principal_for(upn);
+  if (!principal) return impl_->fail(errc::internal);
+  return impl_->token(*principal, channel_bindings);
+}
+
+boost::asio::awaitable<expected<std::string>> kerberos_delegator::async_token(
+    std::string upn, std::vector<unsigned char> channel_bindings) {
+  auto ex = co_await boost::asio::this_coro::executor;
+  impl& d = *impl_;
+  if (d.pending.fetch_add(1) >= d.options.max_pending) {
+    d.pending.fetch_sub(1);
+    ++d.rejected_busy;
+    co_return d.fail(errc::kdc_unreachable);
+  }
+  struct rendezvous {
+    explicit rendezvous(const boost::asio::any_io_executor& e) : timer(e) {}
+    std::mutex m;
+    std::optional<expected<std::string>> result;
+    boost::asio::steady_timer timer;
+  };
+  auto rv = std::make_shared<rendezvous>(ex);
+  rv->timer.expires_after(d.options.deadline);
+  boost::asio::post(d.pool, [this, rv, upn = std::move(upn), cb = std::move(channel_bindings)] {
+    auto r = negotiate_token(upn, cb);
+    impl_->pending.fetch_sub(1);
+    {
+      std::lock_guard lock(rv->m);
+      rv->result = std::move(r);
+    }
+    boost::asio::post(rv->timer.get_executor(), [rv] { rv->timer.cancel(); });
+  });
+  co_await rv->timer.async_wait(boost::asio::as_tuple(boost::asio::use_awaitable));
+  std::optional<expected<std::string>> result;
+  {
+    std::lock_guard lock(rv->m);
+    result = std::move(rv->result);
+  }
+  if (result) co_return std::move(*result);
+  ++d.deadline_expired;
+  co_return d.fail(errc::kdc_unreachable);
+}
+
+bool kerberos_delegator::cached(const std::string& principal) const {
+  std::lock_guard lock(impl_->cache_mutex);
+  auto it = impl_->cache.find(principal);
+  return it != impl_->cache.end() && clock::now() < it->second.expires;
+}
+
+void kerberos_delegator::clear_cache() {
+  std::vector<std::string> dead;
+  {
+    std::lock_guard lock(impl_->cache_mutex);
+    for (auto& [_, e] : impl_->cache) dead.push_back(e.ccache);
+    impl_->evictions += impl_->cache.size();
+    impl_->cache.clear();
+    impl_->lru.clear();
+  }
+  impl_->destroy_ccaches(dead);
+}
+
+kerberos_stats kerberos_delegator::stats() const {
+  const impl& d = *impl_;
+  kerberos_stats s;
+  s.tokens = d.tokens;
+  s.cache_hits = d.hits;
+  s.cache_misses = d.misses;
+  s.evictions = d.evictions;
+  s.deadline_expired = d.deadline_expired;
+  s.rejected_busy = d.rejected_busy;
+  for (std::size_t i = 0; i < 7; ++i) s.errors[i] = d.errors[i];
+  s.s4u_count = d.s4u_count;
+  s.s4u_micros_total = d.s4u_micros;
+  return s;
+}
+
+}  // namespace cbagate::delegation
