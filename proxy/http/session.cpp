@@ -599,7 +599,10 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   c.tcp().expires_never();
   // In Kerberos mode backend connections are bound to the user (IIS may keep a connection
   // authenticated): a connection made for one user is never handed to another.
-  upstream::lease lease = co_await pool.acquire(kerberos ? id->upn : std::string());
+  // (A named argument: GCC 12 destroys a coroutine argument built by a conditional expression
+  // twice.)
+  std::string pool_key = kerberos ? id->upn : std::string();
+  upstream::lease lease = co_await pool.acquire(std::move(pool_key));
   if (!lease.conn) {
     rec.error = "upstream_connect_failed";
     rec.upstream_connect_us = micros(lease.connect_time);
@@ -620,7 +623,9 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
     const auto principal = krb.principal_for(id->upn);
     const bool warm = principal && krb.cached(*principal);
     const auto t_krb = steady::now();
-    auto token = co_await krb.async_token(id->upn, lease.conn->tls_server_end_point);
+    std::string upn = id->upn;
+    std::vector<unsigned char> bindings = lease.conn->tls_server_end_point;
+    auto token = co_await krb.async_token(std::move(upn), std::move(bindings));
     rec.delegation_us = micros(steady::now() - t_krb);
     rec.extra.emplace_back("krb_cache", warm ? "hit" : "miss");
     m.count_delegation(token ? error_code{} : token.error(), warm, rec.delegation_us);

@@ -1,0 +1,165 @@
+"""Kerberos constrained delegation end to end: a client certificate in, a Negotiate token that
+only S4U2Self + S4U2Proxy could have produced out, accepted by the backend with its own keytab.
+
+Needs the `kdc` ctest fixture (tests/support/kdc/start-kdc): CBAGATE_KDC_DIR/env.sh."""
+import os
+import shutil
+import tempfile
+import unittest
+
+from harness import PKI, Client, Mock, Proxy, ROUTES_DEFAULT, request, wait_until
+
+KDC_DIR = os.environ.get("CBAGATE_KDC_DIR", "")
+
+
+def kdc_env():
+    env = {}
+    with open(os.path.join(KDC_DIR, "env.sh")) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("export ") and "=" in line:
+                k, v = line[len("export "):].split("=", 1)
+                env[k] = v.strip("'\"")
+    return env
+
+
+def kdc_log_count(env, text):
+    with open(env["KCD_KDC_LOG"], errors="replace") as f:
+        return sum(1 for line in f if text in line)
+
+
+class Kerberos(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(os.path.join(KDC_DIR, "env.sh")):
+            raise AssertionError(f"no KDC realm in {KDC_DIR}: run the kdc_setup fixture "
+                                 "(tests/support/install-deps kdc installs its packages)")
+        cls.env = kdc_env()
+        cls.tmp = tempfile.mkdtemp(prefix="cbagate-krb-")
+        os.environ["KRB5_CONFIG"] = cls.env["KRB5_CONFIG"]  # the mock's acceptor reads it
+        cls.mock = Mock(cls.tmp, tls=True, heartbeat_cap=1, extra_args=(
+            "--negotiate-keytab", cls.env["KCD_BACKEND_KEYTAB"], "--require-negotiate",
+            "--channel-bindings", "require"))
+        cls.proxies = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for p in cls.proxies:
+            p.stop()
+        cls.mock.stop()
+        if os.environ.get("CBAGATE_KEEP_TMP") is None:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def proxy(self, keytab=None, principal=None, target="HTTP/exchange.lab.test", tls=False,
+              upn_sources=("san", "subject")):
+        upstream = f"https://{self.mock.https}" if tls else f"http://{self.mock.http}"
+        p = Proxy(self.tmp, [upstream], routes=ROUTES_DEFAULT, sections={
+            "identity": {"mode": "kerberos"},
+            "auth": {"upn_sources": list(upn_sources)},
+            "kerberos": {"keytab": keytab or self.env["KCD_PROXY_KEYTAB"],
+                         "principal": principal or self.env["KCD_PROXY_PRINCIPAL"],
+                         "target_spn": target, "upn_to_principal": "realm",
+                         "krb5_config": self.env["KRB5_CONFIG"]},
+        })
+        self.proxies.append(p)
+        return p
+
+    def saw(self, marker):
+        return wait_until(lambda: [r for r in self.mock.requests() if marker in (r.get("target") or "")],
+                          timeout=10, what=f"backend record {marker}")
+
+    def test_alice_reaches_exchange_as_alice_through_s4u2proxy_and_warm_users_skip_the_kdc(self):
+        p = self.proxy()
+        before = kdc_log_count(self.env, "CONSTRAINED-DELEGATION s4u-client=alice@LAB.TEST")
+        r = request(p, "GET", "/owa/?marker=krb1", cert="alice")
+        self.assertEqual(r.status, 200, r)
+        rec = self.saw("krb1")[0]
+        self.assertEqual(rec["negotiate_principal"], "alice@LAB.TEST")
+        self.assertIsNone(rec["identity"])  # no identity header in Kerberos mode
+        # Only S4U2Proxy could have made this ticket: the proxy never had alice's password.
+        self.assertEqual(kdc_log_count(self.env, "CONSTRAINED-DELEGATION s4u-client=alice@LAB.TEST"),
+                         before + 1)
+        # Warm: more requests for alice, on new connections too, cause no KDC exchange.
+        for i in range(3):
+            r = request(p, "GET", f"/owa/?marker=krbwarm{i}", cert="alice")
+            self.assertEqual(r.status, 200)
+            self.assertEqual(self.saw(f"krbwarm{i}")[0]["negotiate_principal"], "alice@LAB.TEST")
+        self.assertEqual(kdc_log_count(self.env, "CONSTRAINED-DELEGATION s4u-client=alice@LAB.TEST"),
+                         before + 1)
+        recs = p.wait_access_records(4)
+        cache = [dict(x.get("extra", {})).get("krb_cache") if isinstance(x.get("extra"), list)
+                 else x.get("extra", {}).get("krb_cache") for x in recs]
+        self.assertEqual(cache.count("miss"), 1, recs)
+        self.assertEqual(cache.count("hit"), 3, recs)
+
+    def test_two_users_never_share_a_backend_connection(self):
+        p = self.proxy()
+        a, b = Client(p, "alice"), Client(p, "bob")
+        try:
+            for i in range(4):
+                self.assertEqual(a.request("GET", f"/owa/?marker=alt-a{i}").status, 200)
+                self.assertEqual(b.request("GET", f"/owa/?marker=alt-b{i}").status, 200)
+        finally:
+            a.close()
+            b.close()
+        conns = {"alice@LAB.TEST": set(), "bob@LAB.TEST": set()}
+        for i in range(4):
+            for who, m in (("alice@LAB.TEST", f"alt-a{i}"), ("bob@LAB.TEST", f"alt-b{i}")):
+                rec = self.saw(m)[0]
+                self.assertEqual(rec["negotiate_principal"], who)
+                conns[who].add(rec["connection"])
+        self.assertFalse(conns["alice@LAB.TEST"] & conns["bob@LAB.TEST"], conns)
+        # and each user's connection was kept and reused
+        self.assertLess(len(conns["alice@LAB.TEST"]), 4)
+
+    def test_unknown_and_disabled_users_are_403_and_others_keep_working(self):
+        p = self.proxy()
+        r = request(p, "GET", "/owa/?marker=krb-unknown", cert="upn-subject-cn")  # dave@lab.test
+        self.assertEqual(r.status, 403, r)
+        r = request(p, "GET", "/owa/?marker=krb-disabled", cert="carol")
+        self.assertEqual(r.status, 403, r)
+        r = request(p, "GET", "/owa/?marker=krb-after", cert="bob")
+        self.assertEqual(r.status, 200)
+        recs = {x["query"].split("=")[-1]: x for x in p.wait_access_records(3)}
+        self.assertTrue(recs["krb-unknown"]["error"].startswith("delegation:"), recs["krb-unknown"])
+        self.assertTrue(recs["krb-disabled"]["error"].startswith("delegation:"), recs["krb-disabled"])
+        self.assertNotEqual(recs["krb-unknown"]["error"], recs["krb-disabled"]["error"])
+        self.assertEqual([r for r in self.mock.requests() if "krb-unknown" in r["target"]
+                          or "krb-disabled" in r["target"]], [])
+
+    def test_delegation_not_allowed_to_the_target_is_403(self):
+        p = self.proxy(target="HTTP/nodeleg.lab.test")
+        r = request(p, "GET", "/owa/?marker=krb-nodeleg", cert="alice")
+        self.assertEqual(r.status, 403, r)
+        rec = p.wait_access_records(1)[-1]
+        self.assertIn("delegation", rec["error"])
+
+    def test_kdc_unreachable_is_503_with_retry_after(self):
+        p = self.proxy(keytab=self.env["KCD_OFFLINE_KEYTAB"], principal=self.env["KCD_OFFLINE_PRINCIPAL"])
+        r = request(p, "GET", "/owa/?marker=krb-down", cert="alice")
+        self.assertEqual(r.status, 503, r)
+        self.assertIsNotNone(r.header("Retry-After"))
+        self.assertEqual([x for x in self.mock.requests() if "krb-down" in x["target"]], [])
+
+    def test_channel_bindings_over_https_are_accepted_by_an_extended_protection_backend(self):
+        p = self.proxy(tls=True)
+        r = request(p, "GET", "/owa/?marker=krb-cb", cert="alice")
+        self.assertEqual(r.status, 200, r)
+        rec = self.saw("krb-cb")[0]
+        self.assertTrue(rec["tls"])
+        self.assertEqual(rec["negotiate_principal"], "alice@LAB.TEST")
+        self.assertTrue(rec["negotiate_channel_bound"])
+
+    def test_client_authorization_is_never_forwarded(self):
+        p = self.proxy()
+        r = request(p, "GET", "/owa/?marker=krb-auth", cert="alice",
+                    headers=[("Authorization", "Negotiate ZmFrZQ==")])
+        self.assertEqual(r.status, 200)
+        rec = self.saw("krb-auth")[0]
+        auth = [v for k, vs in rec["headers"].items() if k.lower() == "authorization" for v in vs]
+        self.assertEqual(len(auth), 1)
+        self.assertNotEqual(auth[0], "Negotiate ZmFrZQ==")
+
+
+if __name__ == "__main__":
+    unittest.main()
