@@ -1,5 +1,7 @@
 #include "http/error.hpp"
 
+#include "common/error.hpp"
+
 #include <array>
 #include <string>
 
@@ -51,25 +53,15 @@ const errc_row* find_row(int v) noexcept {
   return &errc_rows[static_cast<std::size_t>(v) - 1];
 }
 
-// boost::system::error_category's destructor is non-virtual by design (categories are
-// never deleted through a base pointer); -Wnon-virtual-dtor cannot know that.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"
-class category final : public boost::system::error_category {
- public:
-  // boost::system::error_category
-  const char* name() const noexcept override { return "proxy.http"; }
-  std::string message(int ev) const override {
-    const errc_row* row = find_row(ev);
-    return row ? std::string(row->message) : std::string("unknown proxy.http error");
-  }
-};
-#pragma GCC diagnostic pop
+std::string describe(errc e) {
+  const errc_row* row = find_row(static_cast<int>(e));
+  return row ? std::string(row->message) : std::string("unknown proxy.http error");
+}
 
 }  // namespace
 
 const boost::system::error_category& http_category() noexcept {
-  static const category instance;
+  static const enum_category<errc, describe> instance("proxy.http");
   return instance;
 }
 

@@ -1,5 +1,6 @@
 #include "upstream/pool.hpp"
 
+#include "common/error.hpp"
 #include "common/openssl_ptr.hpp"
 
 #include <sys/socket.h>
@@ -20,21 +21,14 @@ constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 // A server whose connect failed is passed over for this long while others are available.
 constexpr auto down_period = std::chrono::seconds(10);
 
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wnon-virtual-dtor"  // error_category's destructor is protected
-class category_impl final : public boost::system::error_category {
- public:
-  const char* name() const noexcept override { return "proxy.upstream"; }
-  std::string message(int ev) const override {
-    switch (static_cast<errc>(ev)) {
-      case errc::connect_failed: return "no backend server accepted the connection";
-      case errc::tls_failed: return "TLS handshake with the backend failed";
-      case errc::resolve_failed: return "backend name did not resolve";
-    }
-    return "unknown upstream error";
+std::string describe(errc e) {
+  switch (e) {
+    case errc::connect_failed: return "no backend server accepted the connection";
+    case errc::tls_failed: return "TLS handshake with the backend failed";
+    case errc::resolve_failed: return "backend name did not resolve";
   }
-};
-#pragma GCC diagnostic pop
+  return "unknown upstream error";
+}
 
 // True when an idle connection has been closed or sent something unsolicited: either way it
 // cannot carry a new request. Non-blocking peek on the raw socket.
@@ -74,7 +68,7 @@ bool is_ip_literal(const std::string& host) {
 }  // namespace
 
 const boost::system::error_category& category() noexcept {
-  static const category_impl instance;
+  static const enum_category<errc, describe> instance("proxy.upstream");
   return instance;
 }
 
