@@ -343,7 +343,8 @@ class loader {
             continue;
           }
           for (const detail::element& earlier : v.items) {
-            if (earlier.text == el.text) {
+            // Two "host:0" listeners are two different ephemeral ports, not a repetition.
+            if (earlier.text == el.text && !el.text.ends_with(":0")) {
               ctx_.error(at, key, "\"" + el.text + "\" is listed twice");
               ok = false;
             }
