@@ -59,6 +59,16 @@ def read_ready(path, proc, name):
     return wait_until(ready, what=f"{name} ready file")
 
 
+def sanitized_build():
+    """True when cbagate was built with AddressSanitizer (tests/run --asan): its quarantine
+    keeps freed memory, so memory bounds say nothing there and are not asserted."""
+    try:
+        out = subprocess.run(["ldd", BIN], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "libasan" in out
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
