@@ -147,6 +147,11 @@ struct kerberos_delegator::impl {
   std::unordered_map<std::string, cache_entry> cache;
   std::list<std::string> lru;
 
+  // Refusals the KDC gave for a principal, until their expiry (options.refusal_ttl); bounded
+  // like the credential cache.
+  std::mutex refusals_mutex;
+  std::unordered_map<std::string, std::pair<errc, std::chrono::steady_clock::time_point>> refusals;
+
   std::mutex krb_mutex;
   krb5_context kctx = nullptr;
 
@@ -403,7 +408,32 @@ struct kerberos_delegator::impl {
     return std::pair{std::move(ccache), now + keep};
   }
 
+  std::optional<errc> refused(const std::string& principal) {
+    std::lock_guard lock(refusals_mutex);
+    auto it = refusals.find(principal);
+    if (it == refusals.end()) return std::nullopt;
+    if (std::chrono::steady_clock::now() >= it->second.second) {
+      refusals.erase(it);
+      return std::nullopt;
+    }
+    return it->second.first;
+  }
+
+  void remember_refusal(const std::string& principal, errc e) {
+    if (options.refusal_ttl.count() <= 0) return;
+    if (e != errc::unknown_user && e != errc::user_disabled && e != errc::delegation_refused)
+      return;  // an unreachable KDC or our own keytab says nothing about the user
+    std::lock_guard lock(refusals_mutex);
+    const auto now = std::chrono::steady_clock::now();
+    if (refusals.size() >= std::max<std::size_t>(options.cache_capacity, 1)) {
+      std::erase_if(refusals, [&](const auto& kv) { return now >= kv.second.second; });
+      if (refusals.size() >= std::max<std::size_t>(options.cache_capacity, 1)) refusals.clear();
+    }
+    refusals[principal] = {e, now + options.refusal_ttl};
+  }
+
   expected<std::string> token(const std::string& principal, std::span<const unsigned char> cb) {
+    if (auto e = refused(principal)) return fail(*e);
     if (auto cc = lookup(principal)) {
       auto t = token_from(*cc, cb);
       if (t) {
@@ -415,7 +445,10 @@ struct kerberos_delegator::impl {
     }
     ++misses;
     auto d = delegate(principal);
-    if (!d) return fail(static_cast<errc>(d.error().value()));
+    if (!d) {
+      remember_refusal(principal, static_cast<errc>(d.error().value()));
+      return fail(static_cast<errc>(d.error().value()));
+    }
     const std::string cc = insert(principal, std::move(d->first), d->second);
     auto t = token_from(cc, cb);
     if (!t) return fail(static_cast<errc>(t.error().value()));

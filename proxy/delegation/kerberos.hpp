@@ -27,6 +27,9 @@ struct kerberos_options {
   std::size_t cache_capacity = 10000;  ///< users whose delegated credential is kept (LRU)
   std::chrono::milliseconds deadline{5000};  ///< async_token gives up (kdc_unreachable) after this
   std::chrono::seconds renew_before{300};    ///< a cached credential is dropped this long before it expires
+  /// A user the KDC refused (unknown, disabled, delegation refused) is answered from memory for
+  /// this long: phones retry every few seconds and must not turn into a KDC flood. 0 = off.
+  std::chrono::seconds refusal_ttl{60};
 };
 
 /** Counters since construction (monotonic, relaxed reads). */

@@ -205,6 +205,28 @@ TEST_CASE("delegation: an unknown user is unknown_user") {
   CHECK_FALSE(d->cached("nosuchuser@LAB.TEST"));
 }
 
+TEST_CASE("delegation: a refused user is answered from memory, not by the KDC again") {
+  auto d = make(section());
+  auto t = d->negotiate_token("nosuchuser2@lab.test", {});
+  REQUIRE_FALSE(t.has_value());
+  CHECK(t.error() == make_error_code(errc::unknown_user));
+  const auto before = kdc_requests();
+  for (int i = 0; i < 3; ++i) {
+    auto again = d->negotiate_token("nosuchuser2@lab.test", {});
+    REQUIRE_FALSE(again.has_value());
+    CHECK(again.error() == make_error_code(errc::unknown_user));
+  }
+  CHECK(kdc_requests() == before);
+  // With the refusal memory off, every attempt asks the KDC.
+  kerberos_options o;
+  o.refusal_ttl = std::chrono::seconds(0);
+  auto d2 = make(section(), o);
+  REQUIRE_FALSE(d2->negotiate_token("nosuchuser3@lab.test", {}).has_value());
+  const auto before2 = kdc_requests();
+  REQUIRE_FALSE(d2->negotiate_token("nosuchuser3@lab.test", {}).has_value());
+  CHECK(kdc_requests() > before2);
+}
+
 TEST_CASE("delegation: a disabled user (-allow_tix) is user_disabled") {
   auto d = make(section());
   auto t = d->negotiate_token("carol@lab.test", {});
