@@ -183,6 +183,24 @@ net::awaitable<error_code> read_response_header(Up& up, beast::flat_buffer& ubuf
   co_return ec;
 }
 
+// Writes one piece of a buffer_body message through its serializer; size 0 with more == false
+// ends the body. An empty piece must be data == nullptr: given a zero-size buffer, Beast's
+// chunked serializer writes "0\r\n\r\n" as a chunk and then the last chunk again, and the extra
+// bytes desynchronize the peer (a pooled backend answers them as a next request). need_buffer
+// is Beast asking for the next piece, not an error.
+template <class Stream, class Serializer>
+net::awaitable<error_code> write_piece(Stream& stream, Serializer& sr,
+                                       bhttp::buffer_body::value_type& body, char* data,
+                                       std::size_t size, bool more) {
+  body.data = size ? data : nullptr;
+  body.size = size;
+  body.more = more;
+  auto [ec, n] = co_await bhttp::async_write(stream, sr, use_tuple);
+  (void)n;
+  if (ec == bhttp::error::need_buffer) ec = {};
+  co_return ec;
+}
+
 // --- the exchange with the backend ---------------------------------------------------------------
 
 struct exchange_plan {
@@ -262,17 +280,8 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
         co_return out;
       }
       if (got == 0 && !req_p.is_done()) continue;  // only framing parsed (a chunk header)
-      // An empty piece must be data == nullptr: given a zero-size buffer with more == false,
-      // Beast's chunked serializer writes "0\r\n\r\n" as a chunk and then the last chunk again,
-      // and the extra bytes desynchronize the pooled backend connection (the next request
-      // gets the backend's reply to them).
-      req.body().data = got ? chunk.get() : nullptr;
-      req.body().size = got;
-      req.body().more = !req_p.is_done();
       utcp.expires_after(body_idle);
-      auto [wec, wn] = co_await bhttp::async_write(up, sr, use_tuple);
-      (void)wn;
-      if (wec == bhttp::error::need_buffer) wec = {};
+      const error_code wec = co_await write_piece(up, sr, req.body(), chunk.get(), got, !req_p.is_done());
       if (wec) {
         rec.error = "upstream_write_failed";
         co_await send_local(c, rec, reply::upstream_reset, 0, false);
@@ -280,13 +289,8 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
       }
     }
     if (!sr.is_done()) {
-      req.body().data = nullptr;
-      req.body().size = 0;
-      req.body().more = false;
       utcp.expires_after(body_idle);
-      auto [wec, wn] = co_await bhttp::async_write(up, sr, use_tuple);
-      (void)wn;
-      if (wec == bhttp::error::need_buffer) wec = {};
+      const error_code wec = co_await write_piece(up, sr, req.body(), nullptr, 0, false);
       if (wec) {
         rec.error = "upstream_write_failed";
         co_await send_local(c, rec, reply::upstream_reset, 0, false);
@@ -336,8 +340,6 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   auto& res = res_p->get();
   rec.upstream_status = static_cast<int>(res.result_int());
   const bool upstream_keep_alive = res.keep_alive();
-  const bool known_length = res.has_content_length() || res.chunked() || plan.head ||
-                            res.result_int() == 204 || res.result_int() == 304;
   sanitize_response(res);
   // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
   // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
@@ -389,14 +391,9 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     }
     const std::size_t got = relay_chunk - res.body().size;
     if (got == 0 && !res_p->is_done()) continue;  // only framing parsed (a chunk header)
-    // Empty = nullptr: a zero-size buffer would make Beast write the last chunk twice.
-    res.body().data = got ? chunk.get() : nullptr;
-    res.body().size = got;
-    res.body().more = !res_p->is_done();
     c.tcp().expires_after(body_idle);
-    auto [wec, wn] = co_await bhttp::async_write(c.stream, rs, use_tuple);
-    (void)wn;
-    if (wec == bhttp::error::need_buffer) wec = {};
+    const error_code wec =
+        co_await write_piece(c.stream, rs, res.body(), chunk.get(), got, !res_p->is_done());
     if (wec) {
       rec.error = "client_closed";
       co_return out;
@@ -404,19 +401,13 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     rec.bytes_out += got;
   }
   if (!rs.is_done()) {
-    res.body().data = nullptr;
-    res.body().size = 0;
-    res.body().more = false;
     c.tcp().expires_after(body_idle);
-    auto [wec, wn] = co_await bhttp::async_write(c.stream, rs, use_tuple);
-    (void)wn;
-    if (wec == bhttp::error::need_buffer) wec = {};
+    const error_code wec = co_await write_piece(c.stream, rs, res.body(), nullptr, 0, false);
     if (wec) {
       rec.error = "client_closed";
       co_return out;
     }
   }
-  (void)known_length;
   out.client_keep_alive = client_keep_alive;
   // The backend connection is reused only after a clean, complete exchange.
   if (upstream_keep_alive && res_p->is_done() && req_p.is_done() && ubuf.size() == 0)
