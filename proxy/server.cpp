@@ -1,5 +1,7 @@
 #include "server.hpp"
 
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -27,6 +29,7 @@
 #include "observability/access_log.hpp"
 #include "observability/log.hpp"
 #include "observability/metrics.hpp"
+#include "revocation/checker.hpp"
 
 namespace cbagate {
 namespace {
@@ -35,11 +38,55 @@ namespace net = boost::asio;
 using tcp = net::ip::tcp;
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 
-// Builds the runtime of one snapshot: verifier, TLS contexts, routes, upstream TLS. Every
-// failure is a precise message; nothing is bound yet.
+// The process-wide checker settings of a snapshot's [revocation]. Sub-second durations round
+// up (never to 0: "retry after 0 s" would hammer a dead responder).
+revocation::options revocation_options(const config::snapshot& cfg) {
+  const auto& r = cfg.revocation;
+  const auto secs = [](config::seconds_f d) { return std::chrono::ceil<std::chrono::seconds>(d); };
+  revocation::options o;
+  o.timeout = std::chrono::ceil<std::chrono::milliseconds>(r.timeout);
+  o.max_crl_bytes = static_cast<std::size_t>(r.max_crl_bytes);
+  o.max_ocsp_bytes = static_cast<std::size_t>(r.max_ocsp_bytes);
+  o.refresh_ahead = secs(r.refresh_ahead);
+  o.retry_after = secs(r.retry_after);
+  o.default_lifetime = secs(r.default_lifetime);
+  o.max_clock_skew = secs(r.max_clock_skew);
+  o.cache_max_crls = r.cache_max_crls;
+  o.cache_max_ocsp = r.cache_max_ocsp;
+  return o;
+}
+
+// The "default mode" of docs/revocation.md: [revocation] mode absent -> "crl", strict when
+// tls.crl names files (every certificate of the chain needs a status), otherwise only for
+// certificates that carry an http:// CDP. An explicit mode is strict.
+revocation::policy revocation_policy(const config::snapshot& cfg) {
+  revocation::policy p;
+  const auto& r = cfg.revocation;
+  if (r.mode) {
+    switch (*r.mode) {
+      case config::revocation_mode::off: p.checks = revocation::mode::off; break;
+      case config::revocation_mode::crl: p.checks = revocation::mode::crl; break;
+      case config::revocation_mode::ocsp: p.checks = revocation::mode::ocsp; break;
+      case config::revocation_mode::crl_and_ocsp: p.checks = revocation::mode::crl_and_ocsp; break;
+    }
+    p.strict = true;
+  } else {
+    p.checks = revocation::mode::crl;
+    p.strict = !cfg.tls.crl.empty();
+  }
+  p.fetch_cdp = r.fetch_cdp;
+  p.ocsp_responder = r.ocsp_responder;
+  return p;
+}
+
+// Builds the runtime of one snapshot: verifier, TLS contexts, routes, upstream TLS, CRL files.
+// Every failure is a precise message; nothing is bound yet.
 std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config::snapshot> cfg,
                                                    observability::access_log* access_log,
-                                                   http::metrics* metrics, std::string& error) {
+                                                   http::metrics* metrics,
+                                                   const std::shared_ptr<identity::issuer_registry>& issuers,
+                                                   revocation::checker* checker,
+                                                   http::revocation_live* live, std::string& error) {
   // Fail closed on what this build accepts in the schema but cannot do yet: ignoring a PROXY
   // header would log and forward the balancer as the client.
   if (cfg->server.proxy_protocol) {
@@ -54,7 +101,10 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   identity::verifier_options vo;
   vo.client_ca_file = cfg->tls.client_ca;
   vo.client_intermediates_file = cfg->tls.client_intermediates;
-  vo.crl_files = cfg->tls.crl;
+  // CRL files are not OpenSSL's business any more: the revocation check decides per request
+  // (a kept-alive connection sees a new CRL), so the chain verification is trust, validity,
+  // EKU and UPN only.
+  vo.issuers = issuers;
   vo.upn.from_san = cfg->auth.upn_from_san;
   vo.upn.from_subject = cfg->auth.upn_from_subject;
   vo.upn.max_length = cfg->auth.max_upn_length;
@@ -66,8 +116,39 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
     return nullptr;
   }
   rt->verifier = *verifier;
+  // After the verifier: it has put the configured anchors and intermediates in the registry
+  // that CRL signatures are verified against.
+  auto current = std::make_shared<http::revocation_current>();
+  current->policy = revocation_policy(*cfg);
+  current->fail = cfg->revocation.fail;
+  if (!cfg->tls.crl.empty()) {
+    auto files = revocation::crl_files::load(cfg->tls.crl, *issuers, &detail);
+    if (!files) {
+      error = detail.empty() ? "crl: " + files.error().message() : detail;
+      return nullptr;
+    }
+    current->policy.files = *files;
+  }
+  rt->revocation = std::move(current);
+  rt->revocation_checker = checker;
+  rt->revocation_now = live;
   rt->tls = tls::server_context::make(*cfg, rt->verifier, error);
   if (!rt->tls) return nullptr;
+  if (checker != nullptr && live != nullptr) {
+    // tls.client_cert = "require": a certificate already known to be revoked fails the
+    // handshake; only what the caches answer without waiting (try_check).
+    rt->tls->set_handshake_revocation_check([checker, live](const identity::client_identity& id) {
+      const auto now_rv = live->current.load(std::memory_order_acquire);
+      if (!now_rv || now_rv->policy.checks == revocation::mode::off) return false;
+      const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+      const auto v = checker->try_check(id.chain, now_rv->policy, now);
+      if (!v || v->state != revocation::status::revoked) return false;
+      checker->count(*v, false);
+      return true;
+    });
+  }
   auto routes = routing::route_table::make(cfg->routes);
   if (!routes) {
     error = "routing: " + routes.error().message();
@@ -103,6 +184,47 @@ tcp::endpoint to_endpoint(const config::endpoint& e, error_code& ec) {
   return {addr, e.port};
 }
 
+// What the file watch compares (docs/revocation.md "Reload"): a replaced file (new inode), a
+// rewritten one (mtime, size) and a removed one all count as a change.
+struct file_stamp {
+  std::string path;
+  bool exists = false;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  off_t size = 0;
+  std::int64_t mtime_ns = 0;
+
+  bool operator==(const file_stamp&) const = default;
+};
+
+file_stamp stamp_of(const std::string& path) {
+  file_stamp s;
+  s.path = path;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return s;
+  s.exists = true;
+  s.dev = st.st_dev;
+  s.ino = st.st_ino;
+  s.size = st.st_size;
+  s.mtime_ns = static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
+  return s;
+}
+
+// The [tls] files of a snapshot: certificates, keys, client CAs, intermediates, CRLs, SNI.
+std::vector<file_stamp> stamp_files(const config::snapshot& cfg) {
+  std::vector<std::string> paths = {cfg.tls.certificate, cfg.tls.private_key, cfg.tls.client_ca,
+                                    cfg.tls.client_intermediates};
+  paths.insert(paths.end(), cfg.tls.crl.begin(), cfg.tls.crl.end());
+  for (const auto& sni : cfg.tls.sni) {
+    paths.push_back(sni.certificate);
+    paths.push_back(sni.private_key);
+  }
+  std::vector<file_stamp> out;
+  for (const std::string& p : paths)
+    if (!p.empty()) out.push_back(stamp_of(p));
+  return out;
+}
+
 // Destruction order matters: sessions still running at the drain deadline are coroutine frames
 // suspended on `ioc`, destroyed by its destructor, and their destructors unregister from
 // `state`. So `state` is declared before `ioc` (it outlives it), the acceptors after (they go
@@ -121,7 +243,11 @@ struct worker_thread {
 class server {
  public:
   server(std::shared_ptr<const config::snapshot> cfg, server_options options)
-      : options_(std::move(options)), metrics_(registry_) {
+      : options_(std::move(options)),
+        metrics_(registry_),
+        reloads_(registry_.add_labeled_counter("cbagate_reloads_total",
+                                               "Configuration reloads (SIGHUP or file watch)",
+                                               "result", {"ok", "failed"})) {
     cfg_.store(std::move(cfg));
   }
 
@@ -143,13 +269,19 @@ class server {
         return 1;
       }
     }
-    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, error);
+    // Process-wide revocation state (survives reloads): the CA registry the verifiers fill and
+    // the checker with the CDP/OCSP caches and its fetch thread.
+    checker_ = std::make_unique<revocation::checker>(revocation_options(*cfg), issuers_, registry_);
+    watched_ = stamp_files(*cfg);
+    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
+                            &revocation_live_, error);
     if (!rt) {
       log.critical("startup: {}", error);
       std::fprintf(stderr, "cbagate: %s\n", error.c_str());
       return 1;
     }
     runtime_.store(rt);
+    publish_revocation(*rt);
 
     unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) {
@@ -191,13 +323,19 @@ class server {
       });
     };
     arm();
+    // The file watch: a timer on this (main) thread, never an I/O thread; reload() runs here
+    // for SIGHUP too, so the two never overlap.
+    net::steady_timer watch(main_ioc);
+    watch_ = &watch;
+    arm_watch();
     write_ready_file();
     log.info("cbagate {} listening on {} with {} I/O threads", CBAGATE_VERSION, bound_list(), n);
 
     std::vector<std::thread> threads;
     for (auto& w : workers_) threads.emplace_back([&ioc = w->ioc] { ioc.run(); });
     std::thread admin_thread([this] { admin_ioc_.run(); });
-    main_ioc.run();  // returns after drain() has stopped the signal wait
+    main_ioc.run();  // returns after drain() has stopped the signal wait and the watch
+    watch_ = nullptr;
     for (auto& t : threads) t.join();
     admin_ioc_.stop();
     admin_thread.join();
@@ -327,12 +465,44 @@ class server {
     }
   }
 
+  void publish_revocation(const http::runtime& rt) {
+    const auto& files = rt.revocation->policy.files;
+    checker_->set_file_crl_count(files ? files->size() : 0);
+    revocation_live_.publish(rt.revocation);
+  }
+
+  // Polls the [tls] files every revocation.watch_interval (of the running configuration; 0 =
+  // off, looked at again every second so a reload can turn it on).
+  void arm_watch() {
+    if (watch_ == nullptr || draining_.load()) return;
+    const auto interval = cfg_.load()->revocation.watch_interval;
+    const bool on = interval.count() > 0;
+    watch_->expires_after(on ? std::chrono::ceil<std::chrono::milliseconds>(interval)
+                             : std::chrono::milliseconds(1000));
+    watch_->async_wait([this, on](error_code ec) {
+      if (ec || draining_.load()) return;
+      if (on) check_files();
+      arm_watch();
+    });
+  }
+
+  void check_files() {
+    for (const file_stamp& old : watched_) {
+      if (stamp_of(old.path) == old) continue;
+      observability::logger("main")->info("reload: {} changed", old.path);
+      reload();  // re-stamps
+      return;
+    }
+  }
+
   void reload() {
     auto& log = *observability::logger("main");
     auto result = config::load_file(options_.config_path);
     if (!result.ok()) {
       for (const auto& d : result.errors) log.error("reload: {}", d.to_string());
       log.error("reload: configuration {} rejected; keeping the running one", options_.config_path);
+      watched_ = stamp_files(*cfg_.load());
+      reloads_.inc("failed");
       return;
     }
     auto cfg = result.value;
@@ -342,22 +512,32 @@ class server {
         cfg->server.admin_listen != current->server.admin_listen)
       log.warn("reload: server.listen, server.threads and server.admin_listen take effect on restart only");
     std::string error;
-    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, error);
+    // Stamped before the files are read: a change made while they load triggers another reload.
+    // Also on failure: the files of the rejected configuration are watched, so fixing the
+    // broken one reloads.
+    watched_ = stamp_files(*cfg);
+    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
+                            &revocation_live_, error);
     if (!rt) {
       log.error("reload: {}; keeping the running configuration", error);
+      reloads_.inc("failed");
       return;
     }
+    checker_->set_options(revocation_options(*cfg));
     if (auto lr = observability::set_level(cfg->log.level); !lr)
       log.error("reload: log.level: {}", lr.error().message());
     cfg_.store(cfg);
     runtime_.store(rt);  // new connections get it; live ones keep theirs
+    publish_revocation(*rt);  // ... but their next request is checked against the new CRLs
     if (auto r = access_log_->reopen(); !r)
       log.error("reload: access log {}: {}", cfg->access_log.path, r.error().message());
     log.info("reload: configuration {} loaded", options_.config_path);
+    reloads_.inc("ok");
   }
 
   void drain() {
     if (draining_.exchange(true)) return;
+    if (watch_ != nullptr) watch_->cancel();  // main_ioc.run() may return
     if (admin_) admin_->set_draining(true);  // /readyz says "draining" to the balancer
     auto cfg = cfg_.load();
     auto& log = *observability::logger("main");
@@ -429,6 +609,12 @@ class server {
   server_options options_;
   observability::registry registry_;
   http::metrics metrics_;
+  observability::labeled_counter& reloads_;
+  std::shared_ptr<identity::issuer_registry> issuers_ = std::make_shared<identity::issuer_registry>();
+  std::unique_ptr<revocation::checker> checker_;  // after registry_: it holds metric references
+  http::revocation_live revocation_live_;         // outlives every runtime (declared before)
+  std::vector<file_stamp> watched_;               // main thread only
+  net::steady_timer* watch_ = nullptr;            // main thread only
   std::atomic<std::shared_ptr<const config::snapshot>> cfg_;
   std::atomic<std::shared_ptr<const http::runtime>> runtime_;
   std::unique_ptr<observability::access_log> access_log_;

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cmath>
 #include <filesystem>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <system_error>
@@ -82,6 +83,9 @@ std::string expected_type(const schema_row& row) {
     case value_kind::seconds:
     case value_kind::seconds_or_zero:
       return "a number of seconds (integer or float)";
+    case value_kind::duration:
+    case value_kind::duration_or_zero:
+      return "a duration (\"100ms\", \"5s\", \"5m\", \"1h\") or a number of seconds";
     case value_kind::string:
       return "a string";
     case value_kind::string_array:
@@ -121,6 +125,41 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     std::swap(prev, cur);
   }
   return prev[b.size()];
+}
+
+// "<number><unit>" with unit ms, s, m or h; the number is digits with an optional fraction.
+// Seconds, or nothing when the text is not such a duration.
+std::optional<double> parse_duration(std::string_view text) {
+  std::size_t i = 0;
+  while (i < text.size() && ((text[i] >= '0' && text[i] <= '9') || text[i] == '.')) ++i;
+  const std::string_view number = text.substr(0, i);
+  const std::string_view unit = text.substr(i);
+  if (number.empty() || number.front() == '.' || number.back() == '.' ||
+      std::count(number.begin(), number.end(), '.') > 1 || number.size() > 20)
+    return std::nullopt;
+  double scale = 0;
+  if (unit == "ms") scale = 0.001;
+  else if (unit == "s") scale = 1;
+  else if (unit == "m") scale = 60;
+  else if (unit == "h") scale = 3600;
+  else return std::nullopt;
+  double whole = 0;
+  double frac = 0;
+  double place = 1;
+  bool after_dot = false;
+  for (const char c : number) {
+    if (c == '.') {
+      after_dot = true;
+      continue;
+    }
+    if (after_dot) {
+      place /= 10;
+      frac += (c - '0') * place;
+    } else {
+      whole = whole * 10 + (c - '0');
+    }
+  }
+  return (whole + frac) * scale;
 }
 
 // A table in which rows look up their keys: the root, [server], or one [[route]] element.
@@ -316,6 +355,37 @@ class loader {
           got << v.seconds;
           ctx_.error(where, shown,
                      "must be " + constraint_text(row) + " (seconds), got " + got.str());
+          return false;
+        }
+        return true;
+      }
+      case value_kind::duration:
+      case value_kind::duration_or_zero: {
+        if (node.is_integer()) {
+          v.seconds = static_cast<double>(node.as_integer()->get());
+        } else if (node.is_floating_point()) {
+          v.seconds = node.as_floating_point()->get();
+        } else if (node.is_string()) {
+          const std::string& text = node.as_string()->get();
+          const auto parsed = parse_duration(text);
+          if (!parsed) {
+            ctx_.error(where, shown,
+                       "must be a duration such as \"100ms\", \"5s\", \"5m\" or \"1h\", got \"" +
+                           (has_control_char(text) ? std::string("?") : text) + "\"");
+            return false;
+          }
+          v.seconds = *parsed;
+        } else {
+          return wrong_type(where, shown, node, expected_type(row));
+        }
+        const bool zero_ok = row.kind == value_kind::duration_or_zero;
+        if (!std::isfinite(v.seconds) || v.seconds < 0 || (!zero_ok && v.seconds == 0) ||
+            v.seconds > static_cast<double>(row.max)) {
+          std::ostringstream got;
+          got << v.seconds;
+          ctx_.error(where, shown,
+                     std::string(zero_ok ? "must be 0.." : "must be > 0, at most ") +
+                         std::to_string(row.max) + " seconds, got " + got.str() + "s");
           return false;
         }
         return true;

@@ -24,6 +24,8 @@ constexpr std::string_view upn_mappings[] = {"realm", "enterprise"};
 constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn",
                                            "error", "critical", "off"};
 constexpr std::string_view route_policies[] = {"require", "optional", "none"};
+constexpr std::string_view revocation_modes[] = {"off", "crl", "ocsp", "crl+ocsp"};
+constexpr std::string_view fail_modes[] = {"closed", "open"};
 
 // `values` lists the enumerators in the order of the row's choices.
 template <class E, std::size_t N>
@@ -183,6 +185,96 @@ constexpr schema_row rows[] = {
      .constraint = file_constraint,
      .doc = "Private key (PEM) of this certificate.",
      .apply = [](cursor& c) { c.snap().tls.sni[c.index()].private_key = c.input_file(); }},
+
+    // ---------------------------------------------------------------- [revocation]
+    {.key = "revocation", .kind = value_kind::table,
+     .doc = "Revocation status of client certificates (CRL files, CRL Distribution Points, "
+            "OCSP), checked at every request on a certificate route; see docs/revocation.md."},
+    {.key = "revocation.mode", .kind = value_kind::string,
+     .constraint = "absent: \"crl\" for every certificate when tls.crl is non-empty, else "
+                   "\"crl\" only for certificates with an http:// CDP",
+     .doc = "Which sources establish the status: \"off\", \"crl\" (tls.crl files and CDP "
+            "downloads), \"ocsp\", \"crl+ocsp\" (revoked if any says so). Written explicitly, "
+            "every certificate of the chain but the anchor needs a status.",
+     .choices = revocation_modes,
+     .apply = [](cursor& c) {
+       c.snap().revocation.mode =
+           pick(c, {revocation_mode::off, revocation_mode::crl, revocation_mode::ocsp,
+                    revocation_mode::crl_and_ocsp});
+     }},
+    {.key = "revocation.fetch_cdp", .kind = value_kind::boolean, .default_text = "true",
+     .doc = "Download CRLs from the http:// CRL Distribution Points of certificates.",
+     .apply = [](cursor& c) { c.snap().revocation.fetch_cdp = c.boolean(); }},
+    {.key = "revocation.fail", .kind = value_kind::string, .default_text = "\"closed\"",
+     .doc = "When the status cannot be established: \"closed\" = 403.13; \"open\" = allowed, "
+            "logged and counted. A route may override it (route.revocation_fail).",
+     .choices = fail_modes,
+     .apply = [](cursor& c) {
+       c.snap().revocation.fail = pick(c, {fail_mode::closed, fail_mode::open});
+     }},
+    {.key = "revocation.ocsp_responder", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or an http:// URL",
+     .doc = "OCSP responder asked for every certificate; \"\" = the AIA OCSP URL of each "
+            "certificate.",
+     .apply = [](cursor& c) {
+       std::string why;
+       if (!c.string().empty() && !is_valid_http_fetch_url(c.string(), why)) {
+         c.error(why);
+         return;
+       }
+       c.snap().revocation.ocsp_responder = c.string();
+     }},
+    {.key = "revocation.timeout", .kind = value_kind::duration, .default_text = "\"5s\"",
+     .doc = "Deadline of one CRL download or OCSP exchange (connect, send, receive); also the "
+            "longest a request waits for a first answer.",
+     .max = 3600,
+     .apply = [](cursor& c) { c.snap().revocation.timeout = c.seconds(); }},
+    {.key = "revocation.max_crl_bytes", .kind = value_kind::integer,
+     .default_text = "33554432",
+     .doc = "A larger CRL download is abandoned.",
+     .min = 1, .max = std::int64_t{1} << 32,
+     .apply = [](cursor& c) { c.snap().revocation.max_crl_bytes = c.integer<std::uint64_t>(); }},
+    {.key = "revocation.max_ocsp_bytes", .kind = value_kind::integer, .default_text = "65536",
+     .doc = "A larger OCSP response is abandoned.",
+     .min = 1, .max = 16 << 20,
+     .apply = [](cursor& c) {
+       c.snap().revocation.max_ocsp_bytes = c.integer<std::uint64_t>();
+     }},
+    {.key = "revocation.refresh_ahead", .kind = value_kind::duration, .default_text = "\"5m\"",
+     .doc = "Re-download a CDP CRL, or ask OCSP again, this long before its nextUpdate (in the "
+            "background; the old answer serves meanwhile).",
+     .max = 7 * one_day,
+     .apply = [](cursor& c) { c.snap().revocation.refresh_ahead = c.seconds(); }},
+    {.key = "revocation.retry_after", .kind = value_kind::duration, .default_text = "\"30s\"",
+     .doc = "After a failed download or exchange, the URL is not tried again before this (the "
+            "status stays unknown meanwhile: the fail mode decides).",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().revocation.retry_after = c.seconds(); }},
+    {.key = "revocation.default_lifetime", .kind = value_kind::duration,
+     .default_text = "\"1h\"",
+     .doc = "How long a CRL or OCSP answer without nextUpdate is cached.",
+     .max = 7 * one_day,
+     .apply = [](cursor& c) { c.snap().revocation.default_lifetime = c.seconds(); }},
+    {.key = "revocation.max_clock_skew", .kind = value_kind::duration,
+     .default_text = "\"5m\"",
+     .doc = "Leeway on the thisUpdate and nextUpdate checks of CRLs and OCSP answers.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().revocation.max_clock_skew = c.seconds(); }},
+    {.key = "revocation.cache_max_crls", .kind = value_kind::integer, .default_text = "64",
+     .doc = "CDP CRLs kept in memory (least recently used evicted; tls.crl files not counted).",
+     .min = 1, .max = 1'000'000,
+     .apply = [](cursor& c) { c.snap().revocation.cache_max_crls = c.integer<std::size_t>(); }},
+    {.key = "revocation.cache_max_ocsp", .kind = value_kind::integer, .default_text = "100000",
+     .doc = "OCSP answers kept in memory (least recently used evicted).",
+     .min = 1, .max = 100'000'000,
+     .apply = [](cursor& c) { c.snap().revocation.cache_max_ocsp = c.integer<std::size_t>(); }},
+    {.key = "revocation.watch_interval", .kind = value_kind::duration_or_zero,
+     .default_text = "\"2s\"",
+     .doc = "How often the files of [tls] (certificates, keys, client CAs, intermediates, CRLs, "
+            "[[tls.sni]]) are checked for changes; a change reloads like SIGHUP. \"0s\" = no "
+            "watch.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().revocation.watch_interval = c.seconds(); }},
 
     // ---------------------------------------------------------------- [auth]
     {.key = "auth", .kind = value_kind::table,
@@ -402,6 +494,14 @@ constexpr schema_row rows[] = {
             "request up to 59 minutes); 0 = timeouts.upstream_response.",
      .max = one_day,
      .apply = [](cursor& c) { c.snap().routes[c.index()].response_timeout = c.seconds(); }},
+    {.key = "route.revocation_fail", .kind = value_kind::string,
+     .constraint = "absent: revocation.fail",
+     .doc = "This route's answer when a certificate's revocation status is unknown: "
+            "\"closed\" = 403.13, \"open\" = allowed and logged; absent = revocation.fail.",
+     .choices = fail_modes,
+     .apply = [](cursor& c) {
+       c.snap().routes[c.index()].revocation_fail = pick(c, {fail_mode::closed, fail_mode::open});
+     }},
 };
 
 void write_wrapped(std::ostream& out, std::string_view text, std::string_view indent,
@@ -469,6 +569,9 @@ std::string_view type_name(const schema_row& row) noexcept {
     case value_kind::seconds:
     case value_kind::seconds_or_zero:
       return "seconds";
+    case value_kind::duration:
+    case value_kind::duration_or_zero:
+      return "duration";
     case value_kind::string:
       return "string";
     case value_kind::string_array:
@@ -498,6 +601,14 @@ std::string constraint_text(const schema_row& row) {
       break;
     case value_kind::seconds_or_zero:
       add("0.." + std::to_string(row.max));
+      break;
+    case value_kind::duration:
+      add("\"<n>ms\", \"<n>s\", \"<n>m\", \"<n>h\" or seconds; > 0, at most " +
+          std::to_string(row.max) + "s");
+      break;
+    case value_kind::duration_or_zero:
+      add("\"<n>ms\", \"<n>s\", \"<n>m\", \"<n>h\" or seconds; 0.." +
+          std::to_string(row.max) + "s");
       break;
     case value_kind::string_array:
       if (row.min > 0) add("at least " + std::to_string(row.min) + ", no duplicates");

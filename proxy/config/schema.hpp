@@ -20,6 +20,8 @@ enum class value_kind {
   integer,           // range row.min..row.max
   seconds,           // integer or float, > 0 and <= row.max
   seconds_or_zero,   // integer or float, 0..row.max; 0 = inherit a default
+  duration,          // "100ms", "5s", "5m", "1h" (or a number of seconds), > 0 and <= row.max s
+  duration_or_zero,  // the same, 0..row.max seconds
   string,            // when row.choices is non-empty: one of them
   string_array,      // when row.choices is non-empty: each one of them
   table,

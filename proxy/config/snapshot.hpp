@@ -5,6 +5,7 @@
 // operator== compares every field (a reload can tell which sections changed).
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,6 +25,8 @@ enum class client_cert_mode { request, require };           // tls.client_cert
 enum class route_cert_policy { require, optional, none };   // route.client_cert
 enum class identity_mode { header, kerberos };              // identity.mode
 enum class upn_mapping { realm, enterprise };               // kerberos.upn_to_principal
+enum class revocation_mode { off, crl, ocsp, crl_and_ocsp }; // revocation.mode
+enum class fail_mode { closed, open };                       // revocation.fail, route.revocation_fail
 
 struct sni_certificate {
   std::vector<std::string> server_names;  // exact names or "*.suffix"
@@ -142,11 +145,35 @@ struct log_section {
   bool operator==(const log_section&) const = default;
 };
 
+// [revocation] (docs/revocation.md). Durations are written "100ms", "5s", "5m", "1h" (or a
+// number of seconds) and stored in seconds.
+struct revocation_section {
+  // Absent = derived (the "default mode" of docs/revocation.md): "crl", strict when tls.crl
+  // is non-empty, else only for certificates that carry an http:// CDP.
+  std::optional<revocation_mode> mode{};
+  bool fetch_cdp = true;
+  fail_mode fail = fail_mode::closed;
+  std::string ocsp_responder;             // "" = the AIA OCSP URL of each certificate
+  seconds_f timeout{5};
+  std::uint64_t max_crl_bytes = 33554432;
+  std::uint64_t max_ocsp_bytes = 65536;
+  seconds_f refresh_ahead{300};
+  seconds_f retry_after{30};
+  seconds_f default_lifetime{3600};
+  seconds_f max_clock_skew{300};
+  std::size_t cache_max_crls = 64;
+  std::size_t cache_max_ocsp = 100000;
+  seconds_f watch_interval{2};            // 0 = no file watch
+
+  bool operator==(const revocation_section&) const = default;
+};
+
 struct route {
   std::string prefix;                     // "/owa"; matched case-insensitively on whole segments
   route_cert_policy client_cert = route_cert_policy::require;
   std::uint64_t max_body_bytes = 0;       // 0 = limits.max_body_bytes
   seconds_f response_timeout{0};          // 0 = timeouts.upstream_response
+  std::optional<fail_mode> revocation_fail{};  // absent = revocation.fail
 
   bool operator==(const route&) const = default;
 };
@@ -160,6 +187,7 @@ struct snapshot {
   timeouts_section timeouts;
   identity_section identity;
   kerberos_section kerberos;              // meaningful when identity.mode == kerberos
+  revocation_section revocation;
   upstream_section upstream;
   access_log_section access_log;
   log_section log;

@@ -234,6 +234,56 @@ std::optional<upstream_server> parse_upstream_url(std::string_view text, std::st
   return s;
 }
 
+bool is_valid_http_fetch_url(std::string_view text, std::string& why) {
+  const auto parsed = boost::urls::parse_uri(text);
+  if (!parsed) {
+    why = "not a valid URL (" + parsed.error().message() + ")";
+    return false;
+  }
+  const boost::urls::url_view& u = *parsed;
+  if (u.scheme_id() != boost::urls::scheme::http) {
+    why = "must be an http:// URL (responders and CRLs are fetched over plain HTTP)";
+    return false;
+  }
+  if (u.has_userinfo()) {
+    why = "user information (user@) is not allowed";
+    return false;
+  }
+  switch (u.host_type()) {
+    case boost::urls::host_type::ipv4:
+    case boost::urls::host_type::ipv6:
+      break;
+    case boost::urls::host_type::name: {
+      if (u.encoded_host_name().find('%') != std::string_view::npos) {
+        why = "percent-encoding is not allowed in the host";
+        return false;
+      }
+      if (!is_valid_host_name(std::string(u.encoded_host_name()), why)) return false;
+      break;
+    }
+    default:
+      why = "the host is missing or not a name, IPv4 or IPv6 address";
+      return false;
+  }
+  if (u.has_port()) {
+    const auto port = parse_port(u.port(), why);
+    if (!port) return false;
+    if (*port == 0) {
+      why = "the port must be 1..65535";
+      return false;
+    }
+  }
+  if (u.has_query()) {
+    why = "a query is not allowed";
+    return false;
+  }
+  if (u.has_fragment()) {
+    why = "a fragment is not allowed";
+    return false;
+  }
+  return true;
+}
+
 bool is_valid_route_prefix(std::string_view prefix, std::string& why) {
   if (prefix.empty() || prefix.front() != '/') {
     why = "must start with \"/\"";

@@ -43,6 +43,12 @@ bool is_valid_host_name(std::string_view name, std::string& why);
 /** An SNI server name to match: a DNS name or "*.suffix" (one wildcard label, leftmost). */
 bool is_valid_sni_name(std::string_view name, std::string& why);
 
+/**
+ * An http:// URL to fetch from (revocation.ocsp_responder): scheme http, a host (name, IPv4 or
+ * bracketed IPv6), optional port 1..65535 and path; no userinfo, query or fragment.
+ */
+bool is_valid_http_fetch_url(std::string_view text, std::string& why);
+
 /** ASCII case-insensitive equality. */
 bool iequals(std::string_view a, std::string_view b) noexcept;
 

@@ -11,11 +11,35 @@
 #include "http/metrics.hpp"
 #include "identity/verifier.hpp"
 #include "observability/access_log.hpp"
+#include "revocation/checker.hpp"
 #include "routing/route_table.hpp"
 #include "tls/server_context.hpp"
 #include "upstream/pool.hpp"
 
 namespace cbagate::http {
+
+/** The revocation settings every request is checked against: those of the newest runtime. */
+struct revocation_current {
+  revocation::policy policy;  // mode, CDP/OCSP settings, the CRL files of tls.crl
+  config::fail_mode fail = config::fail_mode::closed;  // [revocation] fail (routes may override)
+};
+
+/**
+ * Process-wide (owned by the server, outlives runtimes): the revocation_current of the newest
+ * runtime. A kept-alive connection keeps the runtime it started with, but its next request is
+ * checked against the newest CRL files (docs/revocation.md "Reload"). `generation` lets each
+ * I/O thread keep its own copy and look at the shared one only after a reload.
+ */
+struct revocation_live {
+  std::atomic<std::shared_ptr<const revocation_current>> current;
+  std::atomic<std::uint64_t> generation{0};
+
+  /** Publishes `c` (startup, reload). */
+  void publish(std::shared_ptr<const revocation_current> c) {
+    current.store(std::move(c), std::memory_order_release);
+    generation.fetch_add(1, std::memory_order_acq_rel);
+  }
+};
 
 struct runtime {
   std::shared_ptr<const config::snapshot> cfg;
@@ -26,6 +50,11 @@ struct runtime {
   std::shared_ptr<delegation::kerberos_delegator> kerberos;  // identity.mode = "kerberos" only
   observability::access_log* access_log = nullptr;  // owned by the server, outlives runtimes
   http::metrics* metrics = nullptr;                 // owned by the server, outlives runtimes
+  /** Revocation policy of this runtime: [revocation] plus the CRL files of tls.crl, loaded
+   *  when the runtime was built (docs/revocation.md). checks == off: no check at all. */
+  std::shared_ptr<const revocation_current> revocation;
+  revocation::checker* revocation_checker = nullptr;  // process-wide, owned by the server
+  revocation_live* revocation_now = nullptr;          // process-wide, owned by the server
 };
 
 /** What a session registers with its I/O thread so that a drain can reach it. */
@@ -50,6 +79,19 @@ struct worker {
 
   /** Process-unique connection ids without a shared counter. */
   std::uint64_t new_conn_id() noexcept { return ++next_conn * count + index; }
+
+  /** This thread's copy of the newest revocation settings: one relaxed-cost load per request,
+   *  the shared pointer is copied only after a reload. Null when none was published. */
+  const revocation_current* current_revocation(const revocation_live& live) {
+    const std::uint64_t g = live.generation.load(std::memory_order_acquire);
+    if (g != revocation_generation || !revocation_cache) {
+      revocation_cache = live.current.load(std::memory_order_acquire);
+      revocation_generation = g;
+    }
+    return revocation_cache.get();
+  }
+  std::shared_ptr<const revocation_current> revocation_cache;
+  std::uint64_t revocation_generation = 0;
 };
 
 }  // namespace cbagate::http

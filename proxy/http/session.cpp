@@ -20,6 +20,7 @@
 #include "http/framing.hpp"
 #include "http/local_reply.hpp"
 #include "http/sanitize.hpp"
+#include "http/tls_stream.hpp"
 #include "observability/log.hpp"
 #include "routing/authorize.hpp"
 #include "routing/normalize.hpp"
@@ -32,7 +33,7 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using namespace net::experimental::awaitable_operators;
 using steady = std::chrono::steady_clock;
-using client_stream = net::ssl::stream<beast::tcp_stream>;
+using client_stream = tls_stream;  // no buffers of its own (tls_stream.hpp)
 
 constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
 constexpr std::size_t relay_chunk = 16384;
@@ -69,7 +70,7 @@ struct connection {
   bool resumed = false;
   std::shared_ptr<upstream::pool> pool;  // of this connection's runtime
 
-  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream); }
+  client_stream& tcp() { return stream; }
 };
 
 // What one exchange ended with; decides keep-alive on both sides.
@@ -121,8 +122,17 @@ net::awaitable<header_status> read_header_block(connection& c, std::size_t& head
       c.tcp().expires_after(ms(c.rt.cfg->timeouts.idle));
     else
       c.tcp().expires_at(header_deadline);
-    const std::size_t room = std::min(read_cap, lim.max_request_header_bytes + 4 - data.size());
-    auto [ec, n] = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
+    error_code ec;
+    std::size_t n = 0;
+    // An idle connection (an ActiveSync device between requests) waits without a read buffer.
+    if (first) std::tie(ec) = co_await c.stream.async_wait_readable(use_tuple);
+    if (!ec) {
+      // Small requests need a small buffer: it grows (doubling) only when a read fills it.
+      const std::size_t room =
+          std::min({read_cap, lim.max_request_header_bytes + 4 - data.size(),
+                    std::max<std::size_t>(4096, c.buf.capacity() - c.buf.size())});
+      std::tie(ec, n) = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
+    }
     if (ec) {
       if (ec == beast::error::timeout) co_return first ? header_status::closed : header_status::timeout;
       co_return (ec == net::error::eof || ec == net::ssl::error::stream_truncated ||
@@ -258,6 +268,7 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   std::unique_ptr<char[]> chunk;
   if (plan.request_has_body) {
     chunk = std::make_unique<char[]>(relay_chunk);
+    if (c.buf.capacity() < relay_chunk) c.buf.reserve(relay_chunk);  // body reads: full pieces
     while (!req_p.is_done()) {
       req.body().data = chunk.get();
       req.body().size = relay_chunk;
@@ -300,7 +311,9 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   }
 
   // The response header: held as long as the route allows (ActiveSync Ping: up to an hour),
-  // while watching for the client to go away.
+  // while watching for the client to go away. A held request keeps no relay or read buffer.
+  chunk.reset();
+  if (c.buf.size() == 0) c.buf.shrink_to_fit();
   beast::flat_buffer ubuf;
   std::optional<bhttp::response_parser<bhttp::buffer_body>> res_p;
   for (;;) {
@@ -543,6 +556,63 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   }
   if (d.forward_identity && cfg.access_log.log_upn) rec.upn = id->upn;
 
+  // Revocation (issue 5, docs/revocation.md): every request that forwards an identity is
+  // checked against the current state (this runtime's CRL files, the process-wide CDP and OCSP
+  // caches), kept-alive and resumed connections alike, so revoking a certificate cuts off a
+  // device that holds its connection open. The good path is a lookup; a status that needs a
+  // download waits here (asynchronously, bounded by revocation.timeout) without blocking the
+  // I/O thread.
+  // The settings of the newest runtime (a reload's CRL files apply to live connections too);
+  // `rv` is this thread's cached copy: not used after a co_await (a reload may replace it).
+  const revocation_current* rv = c.rt.revocation_now ? c.w.current_revocation(*c.rt.revocation_now)
+                                                     : c.rt.revocation.get();
+  if (d.forward_identity && c.rt.revocation_checker != nullptr && rv != nullptr &&
+      rv->policy.checks != revocation::mode::off) {
+    revocation::checker& checker = *c.rt.revocation_checker;
+    const config::fail_mode fail = route->revocation_fail.value_or(rv->fail);
+    const std::int64_t now_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                                      std::chrono::system_clock::now().time_since_epoch())
+                                      .count();
+    std::optional<revocation::verdict> v = checker.try_check(id->chain, rv->policy, now_unix);
+    if (!v) {
+      const auto ex = co_await net::this_coro::executor;
+      v = co_await checker.async_check(id->chain, rv->policy, ex);  // copies the policy first
+    }
+    const bool unknown = v->state == revocation::status::unknown;
+    if (v->state == revocation::status::revoked || (unknown && fail == config::fail_mode::closed)) {
+      checker.count(*v, false);
+      rec.error = unknown ? "revocation_unknown" : "revoked";
+      rec.extra.emplace_back("revocation_source", std::string(revocation::to_string(v->from)));
+      if (!v->reason.empty()) rec.extra.emplace_back("revocation_reason", v->reason);
+      m.count_rejection(identity::rejection::revoked);
+      observability::logger("revocation")
+          ->info("conn={} req={} certificate {} serial {} refused: {} ({}{}{})", c.conn_id,
+                 rec.req_id, id->subject, id->serial, rec.error, revocation::to_string(v->from),
+                 v->reason.empty() ? "" : ": ", v->reason);
+      co_await send_local(c, rec, reply::forbidden, 13, keep_after_refusal, req.version());
+      co_return finish(keep_after_refusal);
+    }
+    if (unknown) {
+      // Fail open: allowed, and said so (the contract's line; the counter below).
+      std::string subject = id->subject;
+      std::string serial = id->serial;
+      if (v->index > 0 && v->index < id->chain.size()) {
+        subject = "the CA at depth " + std::to_string(v->index) + " of " + id->subject;
+        serial.clear();
+        static constexpr char hex[] = "0123456789ABCDEF";
+        for (const char b : id->chain[v->index].serial) {
+          serial += hex[(static_cast<unsigned char>(b) >> 4) & 0x0F];
+          serial += hex[static_cast<unsigned char>(b) & 0x0F];
+        }
+      }
+      observability::logger("revocation")
+          ->warn("revocation status unknown for {} serial {}: {}; allowed (fail open)", subject,
+                 serial, v->reason.empty() ? std::string("unknown") : v->reason);
+      rec.extra.emplace_back("revocation", "unknown_allowed");
+    }
+    checker.count(*v, unknown);
+  }
+
   const std::uint64_t max_body = route->max_body_bytes ? route->max_body_bytes : cfg.limits.max_body_bytes;
   if (max_body && req_p.content_length() && *req_p.content_length() > max_body) {
     rec.error = "body_too_large";
@@ -662,9 +732,9 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
     observability::logger("tls")->error("conn={} SSL_new failed", conn_id);
     co_return;
   }
-  client_stream stream(beast::tcp_stream(std::move(socket)), ssl);
+  client_stream stream(std::move(socket), ssl);
   session_handle handle;
-  handle.socket = &beast::get_lowest_layer(stream).socket();
+  handle.socket = &stream.socket();
   w.sessions.push_front(&handle);
   struct unregister {
     worker& w;
@@ -678,8 +748,8 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
     ~active_gauge() { m.connections_active.dec(); }
   } gauge{m};
 
-  beast::get_lowest_layer(stream).expires_after(ms(cfg.timeouts.handshake));
-  auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_tuple);
+  stream.expires_after(ms(cfg.timeouts.handshake));
+  auto [hec] = co_await stream.async_handshake(use_tuple);
   if (hec) {
     m.handshake_failures.inc();
     if (id.presented && !id.ok()) m.count_rejection(id.reason);
@@ -746,13 +816,13 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
     }
     const bool keep = co_await serve_request(c, header_len);
     if (!keep || w.draining) break;
-    // Idle keep-alive connections (ActiveSync devices) should cost little: give back a large
-    // header buffer.
-    if (buf.size() == 0 && buf.capacity() > 8192) buf.shrink_to_fit();
+    // Idle keep-alive connections (ActiveSync devices) should cost little: no read buffer while
+    // waiting for the next request (read_header_block waits for readability first).
+    if (buf.size() == 0) buf.shrink_to_fit();
   }
 
   // Orderly TLS close: best effort, bounded.
-  beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(1));
+  stream.expires_after(std::chrono::seconds(1));
   co_await stream.async_shutdown(use_tuple);
 }
 

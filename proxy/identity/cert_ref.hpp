@@ -63,6 +63,10 @@ class issuer_registry {
   /** The certificate whose name and key hash to `id`, or null. Up-refs the result. */
   ossl::x509_ptr find(const issuer_id& id) const;
 
+  /** Every certificate whose subject name equals `name` (a CRL's issuer), up-ref'd. Linear in
+   *  the registry size: for loading and fetching CRLs, not for the request path. */
+  std::vector<ossl::x509_ptr> find_by_name(const X509_NAME* name) const;
+
   std::size_t size() const;
 
  private:
@@ -70,6 +74,9 @@ class issuer_registry {
   mutable std::mutex mu_;
   std::unordered_map<issuer_id, ossl::x509_ptr, issuer_id_hash> by_id_;
 };
+
+/** The content octets of a DER INTEGER (a serialNumber as cert_ref::serial holds it). */
+std::string serial_octets(const ASN1_INTEGER* serial);
 
 /** The issuer_id under which `ca` issues certificates (its own name and key). */
 issuer_id issuer_id_of(const X509* ca);

@@ -1,8 +1,11 @@
 #pragma once
-// The value every module downstream of tls/ sees of a client certificate. No OpenSSL types.
+// The value every module downstream of tls/ sees of a client certificate. No OpenSSL types in
+// its members (cert_ref.hpp holds plain bytes; its header declares the registry too).
 #include <cstdint>
 #include <string>
 #include <string_view>
+
+#include "identity/cert_ref.hpp"
 
 namespace cbagate::identity {
 
@@ -42,6 +45,9 @@ struct client_identity {
   std::int64_t not_before = 0;  // unix seconds
   std::int64_t not_after = 0;   // unix seconds
   std::string detail;       // verifier's own words on a rejection (e.g. OpenSSL's reason)
+  /** What revocation checking needs of the verified chain: leaf first, the trust anchor
+   *  excluded. Filled on acceptance only (empty otherwise); carried in session tickets. */
+  chain_refs chain{};
 
   bool ok() const noexcept { return reason == rejection::none; }
 };

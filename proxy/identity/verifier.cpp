@@ -346,6 +346,7 @@ expected<std::shared_ptr<const verifier>> verifier::make(const verifier_options&
   v->upn_ = options.upn;
   v->depth_ = options.verify_depth;
   v->check_crls_ = !options.crl_files.empty();
+  v->issuers_ = options.issuers;
 
   load_error err{errc::store_setup_failed, "client verifier: cannot create X509_STORE"};
   const auto fail = [&]() -> expected<std::shared_ptr<const verifier>> {
@@ -363,6 +364,7 @@ expected<std::shared_ptr<const verifier>> verifier::make(const verifier_options&
     X509* x = sk_X509_value(anchors.get(), i);
     // Decode and cache the extensions now, so concurrent verifications only read them.
     X509_check_purpose(x, -1, 0);
+    if (v->issuers_) v->issuers_->add(x);
     if (X509_STORE_add_cert(v->store_.get(), x) != 1) {
       err = {errc::store_setup_failed,
              quoted("client_ca", options.client_ca_file) + ": " + openssl_reason()};
@@ -377,8 +379,11 @@ expected<std::shared_ptr<const verifier>> verifier::make(const verifier_options&
     if (!load_certificates("client_intermediates", options.client_intermediates_file,
                            errc::intermediates_load_failed, v->intermediates_, err))
       return fail();
-    for (int i = 0; i < sk_X509_num(v->intermediates_.get()); ++i)
-      X509_check_purpose(sk_X509_value(v->intermediates_.get(), i), -1, 0);
+    for (int i = 0; i < sk_X509_num(v->intermediates_.get()); ++i) {
+      X509* x = sk_X509_value(v->intermediates_.get(), i);
+      X509_check_purpose(x, -1, 0);
+      if (v->issuers_) v->issuers_->add(x);
+    }
   }
 
   for (const std::string& path : options.crl_files)
@@ -480,6 +485,14 @@ client_identity verifier::verify(X509* leaf, STACK_OF(X509) * untrusted_chain,
   upn_result upn = extract_upn(leaf, upn_);
   if (!upn.ok()) return finish(upn.reason, std::move(upn.detail));
   id.upn = std::move(upn.upn);
+  // What revocation checking needs, computed once here (DER bytes and hashes, no crypto per
+  // request); the CAs of the chain join the registry that CRL and OCSP signatures are
+  // verified against (known ones cost a lookup).
+  STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(ctx.get());
+  id.chain = refs_of_chain(verified);
+  if (issuers_ && verified != nullptr) {
+    for (int i = 1; i < sk_X509_num(verified); ++i) issuers_->add(sk_X509_value(verified, i));
+  }
   return finish(rejection::none, {});
 }
 

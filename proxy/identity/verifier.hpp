@@ -10,6 +10,7 @@
 
 #include "common/expected.hpp"
 #include "common/openssl_ptr.hpp"
+#include "identity/cert_ref.hpp"
 #include "identity/client_identity.hpp"
 #include "identity/errc.hpp"
 #include "identity/upn.hpp"
@@ -20,9 +21,17 @@ namespace cbagate::identity {
 struct verifier_options {
   std::string client_ca_file;             ///< PEM (or one DER) trust anchors; at least one cert
   std::string client_intermediates_file;  ///< optional PEM intermediates; "" = none. Never anchors
-  std::vector<std::string> crl_files;     ///< PEM (one or more CRLs) or DER; empty = no CRL check
+  /// PEM (one or more CRLs) or DER; empty = no CRL check in the chain verification. The proxy
+  /// leaves this empty: revocation is decided per request by revocation::checker (issue 5),
+  /// so chain verification is about trust, validity, EKU and UPN only. Kept for the tools and
+  /// tests that want OpenSSL's own CRL check.
+  std::vector<std::string> crl_files;
   upn_options upn;
   unsigned verify_depth = 5;  ///< most intermediates allowed (X509_VERIFY_PARAM_set_depth)
+  /// Process-wide registry of CA certificates (optional): `make` adds the anchors and the
+  /// configured intermediates; each accepted chain adds its certificates above the leaf.
+  /// Revocation checking verifies CRL and OCSP signatures against it.
+  std::shared_ptr<issuer_registry> issuers;
 };
 
 /**
@@ -48,6 +57,9 @@ struct verifier_options {
  *   (expired / not_yet_valid); then an unknown revocation status (revoked, "stale CRL" or
  *   "no CRL"). So an expired certificate reads `expired` even when the CRL is also stale.
  * - Then the UPN (`extract_upn` with `verifier_options::upn`).
+ * - On acceptance, `client_identity::chain` holds the refs of the verified chain (leaf first,
+ *   anchor excluded; identity::refs_of_chain) and the chain's CA certificates are added to
+ *   `verifier_options::issuers` when one was given.
  *
  * Error mapping of X509_verify_cert: CERT_HAS_EXPIRED -> expired; CERT_NOT_YET_VALID ->
  * not_yet_valid; CERT_REVOKED -> revoked; UNABLE_TO_GET_ISSUER_CERT(_LOCALLY),
@@ -106,6 +118,7 @@ class verifier {
   ossl::x509_store_ptr store_;
   ossl::x509_stack_ptr intermediates_;
   upn_options upn_;
+  std::shared_ptr<issuer_registry> issuers_;
   unsigned depth_ = 5;
   bool check_crls_ = false;
 };

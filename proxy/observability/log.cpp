@@ -19,8 +19,9 @@ namespace cbagate::observability {
 
 namespace {
 
-constexpr std::array<std::string_view, 8> module_names{
-    "main", "tls", "http", "upstream", "delegation", "admin", "config", "identity"};
+constexpr std::array<std::string_view, 9> module_names{
+    "main", "tls", "http", "upstream", "delegation", "admin", "config", "identity",
+    "revocation"};
 
 constexpr std::string_view default_logger = "main";
 

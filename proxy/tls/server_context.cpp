@@ -36,11 +36,20 @@ identity::client_identity* slot_of(SSL* ssl) {
 }
 
 // --- ticket app data: the verified identity, carried inside the server-encrypted ticket -------
-// Layout (version 1): u8 version, u8 presented, u8 reason, i64 not_before, i64 not_after, then
-// upn, subject, issuer, serial, sha256, detail as u16 length + bytes. Only this server can
-// decrypt and authenticate a ticket, so the client cannot alter it.
-constexpr std::uint8_t ticket_format = 1;
+// Layout (version 2): u8 version, u8 presented, u8 reason, i64 not_before, i64 not_after, then
+// upn, subject, issuer, serial, sha256, detail as u16 length + bytes; then the chain refs that
+// revocation checking needs (issue 5): u8 count, each 20-byte name hash, 20-byte key hash,
+// serial (u16 length + bytes), u8 CDP URL count + URLs, u8 OCSP URL count + URLs (u16 length +
+// bytes each). Only this server can decrypt and authenticate a ticket, so the client cannot
+// alter it. A chain beyond the bounds below is written as not resumable (version 0): a resumed
+// session must be checked against exactly the refs of its full handshake, never fewer.
+constexpr std::uint8_t ticket_format = 2;
+constexpr std::uint8_t ticket_not_resumable = 0;
 constexpr std::size_t max_field = 4096;
+constexpr std::size_t max_ticket_refs = 10;
+constexpr std::size_t max_ticket_urls = 4;       // per kind and certificate
+constexpr std::size_t max_ticket_url = 1024;
+constexpr std::size_t max_ticket_serial = 64;     // RFC 5280 allows 20 octets
 
 void put_u64(std::string& out, std::uint64_t v) {
   for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
@@ -53,6 +62,19 @@ void put_str(std::string& out, std::string_view s) {
   out.append(s);
 }
 
+bool chain_fits_ticket(const identity::chain_refs& chain) {
+  if (chain.size() > max_ticket_refs) return false;
+  for (const identity::cert_ref& ref : chain) {
+    if (ref.serial.empty() || ref.serial.size() > max_ticket_serial) return false;
+    for (const auto* urls : {&ref.cdp_urls, &ref.ocsp_urls}) {
+      if (urls->size() > max_ticket_urls) return false;
+      for (const std::string& url : *urls)
+        if (url.empty() || url.size() > max_ticket_url) return false;
+    }
+  }
+  return true;
+}
+
 std::string encode_identity(const identity::client_identity& id) {
   std::string out;
   out.reserve(64 + id.subject.size() + id.issuer.size() + id.upn.size());
@@ -63,6 +85,17 @@ std::string encode_identity(const identity::client_identity& id) {
   put_u64(out, static_cast<std::uint64_t>(id.not_after));
   for (const std::string* s : {&id.upn, &id.subject, &id.issuer, &id.serial, &id.sha256, &id.detail})
     put_str(out, *s);
+  if (!chain_fits_ticket(id.chain)) return std::string(1, static_cast<char>(ticket_not_resumable));
+  out.push_back(static_cast<char>(id.chain.size()));
+  for (const identity::cert_ref& ref : id.chain) {
+    out.append(reinterpret_cast<const char*>(ref.issuer.name_hash.data()), ref.issuer.name_hash.size());
+    out.append(reinterpret_cast<const char*>(ref.issuer.key_hash.data()), ref.issuer.key_hash.size());
+    put_str(out, ref.serial);
+    for (const auto* urls : {&ref.cdp_urls, &ref.ocsp_urls}) {
+      out.push_back(static_cast<char>(urls->size()));
+      for (const std::string& url : *urls) put_str(out, url);
+    }
+  }
   return out;
 }
 
@@ -113,6 +146,27 @@ bool decode_identity(const void* data, std::size_t len, identity::client_identit
   out.not_after = static_cast<std::int64_t>(na);
   for (std::string* s : {&out.upn, &out.subject, &out.issuer, &out.serial, &out.sha256, &out.detail})
     if (!r.str(*s)) return false;
+  std::uint8_t refs = 0;
+  if (!r.u8(refs) || refs > max_ticket_refs) return false;
+  // Only an accepted identity carries refs (a leaf that is itself an anchor has none).
+  if (out.reason != identity::rejection::none && refs != 0) return false;
+  out.chain.resize(refs);
+  for (identity::cert_ref& ref : out.chain) {
+    const unsigned char* at = nullptr;
+    if (!r.take(ref.issuer.name_hash.size(), at)) return false;
+    std::memcpy(ref.issuer.name_hash.data(), at, ref.issuer.name_hash.size());
+    if (!r.take(ref.issuer.key_hash.size(), at)) return false;
+    std::memcpy(ref.issuer.key_hash.data(), at, ref.issuer.key_hash.size());
+    if (!r.str(ref.serial) || ref.serial.empty() || ref.serial.size() > max_ticket_serial)
+      return false;
+    for (auto* urls : {&ref.cdp_urls, &ref.ocsp_urls}) {
+      std::uint8_t n = 0;
+      if (!r.u8(n) || n > max_ticket_urls) return false;
+      urls->resize(n);
+      for (std::string& url : *urls)
+        if (!r.str(url) || url.empty() || url.size() > max_ticket_url) return false;
+    }
+  }
   if (r.left != 0) return false;
   id = std::move(out);
   return true;
@@ -163,6 +217,15 @@ struct callbacks {
     identity::client_identity* slot = ssl ? slot_of(ssl) : nullptr;
     identity::client_identity id =
         self->verifier_->verify(X509_STORE_CTX_get0_cert(xctx), X509_STORE_CTX_get0_untrusted(xctx));
+    if (id.ok() && self->require_cert_ && self->revoked_at_handshake_ &&
+        self->revoked_at_handshake_(id)) {
+      // "require": a certificate known to be revoked never completes the handshake (as when
+      // OpenSSL checked the CRLs); its requests would be refused with 403.13 anyway.
+      id.reason = identity::rejection::revoked;
+      id.detail = "certificate revoked (revocation check at the handshake)";
+      id.upn.clear();
+      id.chain.clear();
+    }
     const bool ok = id.ok();
     const auto reason = id.reason;
     if (slot) *slot = std::move(id);

@@ -2,6 +2,7 @@
 // The TLS server side: one SSL_CTX per certificate (the default plus one per [[tls.sni]] entry),
 // all sharing one client-certificate policy. Built once per configuration snapshot; immutable and
 // shared by every I/O thread afterwards (SSL_CTX is safe for concurrent SSL_new).
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -58,6 +59,17 @@ class server_context {
 
   const identity::verifier& verifier() const noexcept { return *verifier_; }
 
+  /**
+   * With tls.client_cert = "require": a certificate whose chain verified is still refused in
+   * the handshake (alert certificate_revoked) when `revoked` says so. The predicate must not
+   * block (the handshake never waits for revocation: a status that needs a download is decided
+   * per request, like every status on "request" listeners). Set once, before the first
+   * connection. Not called in "request" mode, where the routes decide per request.
+   */
+  void set_handshake_revocation_check(std::function<bool(const identity::client_identity&)> revoked) {
+    revoked_at_handshake_ = std::move(revoked);
+  }
+
   struct sni_entry {
     std::vector<std::string> names;
     ossl::ssl_ctx_ptr ctx;
@@ -68,6 +80,7 @@ class server_context {
 
   std::shared_ptr<const identity::verifier> verifier_;
   bool require_cert_ = false;
+  std::function<bool(const identity::client_identity&)> revoked_at_handshake_;
   ossl::ssl_ctx_ptr default_ctx_;
   std::vector<sni_entry> sni_;
 

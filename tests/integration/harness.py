@@ -627,3 +627,413 @@ class ProxyTestCase(unittest.TestCase):
         self.backend_barrier()
         found = [r for r in self.mock.requests() if marker in r.get("target", "")]
         self.assertEqual(found, [], f"request {marker} reached the backend")
+
+
+# ---- Revocation (issue 5): a CDP server, an OCSP responder, a PKI that points at them --------
+# Added by the revocation test side. Both servers are real HTTP/1.1 servers on 127.0.0.1 at a
+# port chosen at run time, run by threads of the test process; they count requests per path,
+# can go down (listener and open connections closed) and up again on the same port, hold their
+# answers back (to make concurrent first requests meet) and fail on purpose.
+import base64  # noqa: E402  (kept with the code that uses it: this block is appended)
+import collections  # noqa: E402
+import http.server  # noqa: E402
+import re  # noqa: E402
+import threading  # noqa: E402
+import urllib.parse  # noqa: E402
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MAKE_PKI = os.path.join(REPO_ROOT, "certs-dev", "make-pki")
+REVOKE = os.path.join(REPO_ROOT, "certs-dev", "revoke")
+
+
+class LoopbackHttpServer:
+    """A small HTTP/1.1 server on 127.0.0.1 (threads of this process). Subclasses implement
+    answer(method, path, body) -> (status, content_type, bytes).
+
+    counts[path] counts every request (counted on arrival, before any hold); fail = None (answer),
+    an int (that HTTP status, empty body), "garbage" (200 with bytes that are not DER), "close"
+    (close the connection without an answer) or "hang" (never answer until down())."""
+
+    HOLD_LIMIT = 30.0  # the longest a held or hanging answer waits (bounded even if a test forgets)
+
+    def __init__(self, port=0):
+        self.port = port
+        self.counts = collections.Counter()
+        self.fail = None
+        self._lock = threading.Lock()
+        self._gate = threading.Event()
+        self._gate.set()
+        self._stopping = threading.Event()
+        self._conns = set()
+        self._server = None
+        self._thread = None
+        self.up()
+
+    # -- life cycle
+    def up(self):
+        """Starts listening (again) on self.port (port 0 the first time: chosen by the OS)."""
+        if self._server is not None:
+            return
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                super().setup()
+                with owner._lock:
+                    owner._conns.add(self.connection)
+
+            def finish(self):
+                try:
+                    super().finish()
+                finally:
+                    with owner._lock:
+                        owner._conns.discard(self.connection)
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, method):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                path = self.path
+                with owner._lock:
+                    owner.counts[path.split("?", 1)[0]] += 1
+                owner._gate.wait(owner.HOLD_LIMIT)
+                fail = owner.fail
+                if fail == "hang":
+                    owner._stopping.wait(owner.HOLD_LIMIT)
+                    self.close_connection = True
+                    return
+                if fail == "close":
+                    self.close_connection = True
+                    return
+                if isinstance(fail, int):
+                    status, ctype, data = fail, "text/plain", b""
+                elif fail == "garbage":
+                    status, ctype, data = 200, "application/octet-stream", b"\x30\x03not DER at all"
+                else:
+                    status, ctype, data = owner.answer(method, path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if method != "HEAD":
+                    self.wfile.write(data)
+
+            def do_GET(self):
+                self._serve("GET")
+
+            def do_HEAD(self):
+                self._serve("HEAD")
+
+            def do_POST(self):
+                self._serve("POST")
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._stopping.clear()
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+        self._thread.start()
+
+    def down(self):
+        """Stops listening and cuts every open connection (a fetch then fails to connect)."""
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._gate.set()
+        self._server.shutdown()
+        self._server.server_close()
+        with self._lock:
+            conns = list(self._conns)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._thread.join(timeout=10)
+        self._server = None
+
+    stop = down
+
+    @property
+    def is_up(self):
+        return self._server is not None
+
+    # -- test controls
+    def hold(self):
+        """Answers wait (at most HOLD_LIMIT s) until release()."""
+        self._gate.clear()
+
+    def release(self):
+        self._gate.set()
+
+    def count(self, path=None):
+        """Requests seen for path ("/issuing.crl"), or for all paths."""
+        with self._lock:
+            return self.counts[path] if path else sum(self.counts.values())
+
+    def url(self, path=""):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def answer(self, method, path, body):
+        raise NotImplementedError
+
+
+class CdpServer(LoopbackHttpServer):
+    """Serves the files of `directory` (GET /<name>, no sub-directories) as CRLs, e.g. the
+    crl/ folder of a make-pki --cdp-base PKI: /issuing.crl and /root.crl (DER). override[path]
+    = bytes serves other content for a path (a corrupt or huge CRL)."""
+
+    def __init__(self, directory, port=0):
+        self.directory = directory
+        self.override = {}
+        super().__init__(port)
+
+    def answer(self, method, path, body):
+        path = path.split("?", 1)[0]
+        if path in self.override:
+            return 200, "application/pkix-crl", self.override[path]
+        name = path.lstrip("/")
+        if method not in ("GET", "HEAD") or not name or "/" in name or name.startswith("."):
+            return 404, "text/plain", b"not found\n"
+        try:
+            with open(os.path.join(self.directory, name), "rb") as f:
+                return 200, "application/pkix-crl", f.read()
+        except OSError:
+            return 404, "text/plain", b"not found\n"
+
+
+class OcspResponder(LoopbackHttpServer):
+    """An OCSP responder: every request (POST of the DER request, or GET /<base64>) is answered
+    by `openssl ocsp -index INDEX -CA CA -rsigner RSIGNER -rkey RKEY -reqin ... -respout ...`.
+
+    Why not `openssl ocsp -port` as a server: OpenSSL 3.0's -port takes a number only and binds
+    every address (*:port), not 127.0.0.1; it also reads index.txt once. Here the HTTP side is
+    ours (loopback only, counted, can go down) and openssl builds and signs each answer from the
+    current index.txt, so a certificate revoked with certs-dev/revoke is revoked for the very
+    next OCSP request. ndays / nmin: nextUpdate of the answers (None and None: no nextUpdate)."""
+
+    def __init__(self, index, ca, rsigner, rkey, ndays=1, nmin=None, port=0):
+        self.index, self.ca, self.rsigner, self.rkey = index, ca, rsigner, rkey
+        self.ndays, self.nmin = ndays, nmin
+        self.errors = []  # openssl's stderr of failed answers
+        super().__init__(port)
+
+    def answer(self, method, path, body):
+        if method == "GET":
+            try:
+                body = base64.b64decode(urllib.parse.unquote(path.rsplit("/", 1)[-1]))
+            except ValueError:
+                return 400, "text/plain", b"bad request\n"
+        elif method != "POST":
+            return 405, "text/plain", b""
+        with tempfile.TemporaryDirectory(prefix="ocsp-") as d:
+            req, resp = os.path.join(d, "req.der"), os.path.join(d, "resp.der")
+            with open(req, "wb") as f:
+                f.write(body)
+            args = ["openssl", "ocsp", "-index", self.index, "-CA", self.ca, "-rsigner", self.rsigner,
+                    "-rkey", self.rkey, "-reqin", req, "-respout", resp]
+            if self.ndays is not None:
+                args += ["-ndays", str(self.ndays)]
+            if self.nmin is not None:
+                args += ["-nmin", str(self.nmin)]
+            r = subprocess.run(args, capture_output=True, timeout=30,
+                               env=dict(os.environ, SSL_CERT_FILE="/dev/null"))
+            if r.returncode != 0 or not os.path.exists(resp):
+                self.errors.append(r.stderr.decode("utf-8", "replace"))
+                return 500, "text/plain", b"openssl ocsp failed\n"
+            with open(resp, "rb") as f:
+                return 200, "application/ocsp-response", f.read()
+
+
+class RevocationPki:
+    """A make-pki PKI (in a temp dir) whose certificates point at servers of this process:
+    - cdp: CdpServer over pki/crl, the leaves' CDP http://127.0.0.1:P1/issuing.crl and the
+      issuing CA's http://127.0.0.1:P1/root.crl;
+    - ocsp: OcspResponder for the issuing CA's leaves (AIA of the leaves, P2), signed by
+      ocsp/responder.pem (EKU OCSPSigning, noCheck);
+    - ocsp_ca: OcspResponder for the issuing CA itself (AIA of the issuing CA, P3), signed by the
+      root's own key.
+    The servers are bound first (ports chosen by the OS), then make-pki writes their URLs into
+    the certificates (about 1.5 s). stop() stops the servers and deletes the directory."""
+
+    def __init__(self, parent=None):
+        self.tmp = tempfile.mkdtemp(prefix="cbagate-rev-", dir=parent)
+        self.dir = os.path.join(self.tmp, "pki")
+        p = self.path
+        self.cdp = CdpServer(p("crl"))
+        self.ocsp = OcspResponder(p("ca/db/issuing/index.txt"), p("ca/issuing.pem"),
+                                  p("ocsp/responder.pem"), p("ocsp/responder.key"))
+        self.ocsp_ca = OcspResponder(p("ca/db/root/index.txt"), p("ca/root.pem"),
+                                     p("ca/root.pem"), p("ca/root.key"))
+        try:
+            r = subprocess.run([MAKE_PKI, "--cdp-base", self.cdp.url(), "--ocsp-url", self.ocsp.url("/"),
+                                "--ocsp-ca-url", self.ocsp_ca.url("/"), self.dir],
+                               capture_output=True, text=True, timeout=120)
+            if r.returncode != 0:
+                raise AssertionError(f"make-pki failed:\n{r.stdout}\n{r.stderr}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def cert(self, name):
+        """The leaf certificate file of a client identity ("alice")."""
+        return self.path("clients", f"{name}.pem")
+
+    def servers(self):
+        return (self.cdp, self.ocsp, self.ocsp_ca)
+
+    def revoke(self, *names, reason="keyCompromise", next_update=None, last_update=None, crl=None):
+        """Revokes client identities (names or certificate paths) with certs-dev/revoke and writes
+        the CRLs anew (PEM, DER, the CDP copies). No names: only the CRLs are written again
+        (next_update="-1 hour", last_update="-2 days" makes them stale)."""
+        args = [REVOKE, "--reason", reason]
+        if next_update:
+            args += ["--next-update", next_update]
+        if last_update:
+            args += ["--last-update", last_update]
+        for c in ([crl] if isinstance(crl, str) else crl or []):
+            args += ["--crl", c]
+        args.append(self.dir)
+        args += [n if os.path.isabs(n) else self.cert(n) for n in names]
+        r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise AssertionError(f"certs-dev/revoke failed:\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    def tls_section(self, crl=()):
+        """[tls] keys for a proxy that uses this PKI; crl = names under crl/ ("issuing.crl.pem")."""
+        return {
+            "certificate": self.path("server-chain.pem"),
+            "private_key": self.path("server.key"),
+            "client_ca": self.path("client-roots.pem"),
+            "client_intermediates": self.path("client-intermediates.pem"),
+            "crl": [self.path("crl", c) for c in crl],
+            "client_cert": "request",
+        }
+
+    def client_context(self, cert="alice"):
+        """A client context trusting this PKI's root and presenting client identity `cert`."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.path("ca", "root.pem"))
+        if cert:
+            ctx.load_cert_chain(self.path("clients", f"{cert}-chain.pem"), self.path("clients", f"{cert}.key"))
+        return ctx
+
+    def stop(self):
+        for s in (getattr(self, n, None) for n in ("cdp", "ocsp", "ocsp_ca")):
+            if s is not None:
+                s.down()
+        if os.environ.get("CBAGATE_KEEP_TMP") is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class PkiRawClient(RawClient):
+    """RawClient with a given client context (e.g. RevocationPki.client_context("bob"))."""
+
+    def __init__(self, proxy, ctx, timeout=10):
+        self.ctx = ctx
+        s = socket.create_connection((proxy.host, proxy.port), timeout=timeout)
+        self.sock = self.ctx.wrap_socket(s, server_hostname="localhost")
+        self.buf = b""
+        self.eof = False
+
+
+def metrics_text(proxy):
+    """The proxy's admin /metrics page (Prometheus text)."""
+    host, port = proxy.admin.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/metrics")
+        r = conn.getresponse()
+        body = r.read().decode()
+        if r.status != 200:
+            raise AssertionError(f"/metrics answered {r.status}")
+        return body
+    finally:
+        conn.close()
+
+
+_label_re = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_sample(text, name, **labels):
+    """The value of the sample of `name` whose labels are exactly `labels` (any order), or None."""
+    for line in text.splitlines():
+        if not line.startswith(name) or line.startswith("#"):
+            continue
+        head, _, value = line.rpartition(" ")
+        if head == name and not labels:
+            return float(value)
+        if head.startswith(name + "{") and head.endswith("}"):
+            got = dict(_label_re.findall(head[len(name) + 1:-1]))
+            if got == {k: str(v) for k, v in labels.items()}:
+                return float(value)
+    return None
+
+
+class RevocationProxyTestCase(ProxyTestCase):
+    """ProxyTestCase whose proxy uses a RevocationPki of its own (one per class, in cls.rpki).
+    Subclasses set TLS_CRL (names under crl/ for tls.crl), REVOCATION (the [revocation] keys)
+    and ROUTES; more proxies with other settings come from self.new_proxy(...)."""
+
+    TLS_CRL = ()
+    REVOCATION = {}
+    ROUTES = None
+
+    @classmethod
+    def setUpClass(cls):
+        if not (BIN and MOCK and PKI):
+            raise unittest.SkipTest("CBAGATE_BIN, MOCK_EXCHANGE_BIN and CBAGATE_TEST_PKI must be set")
+        cls.rpki = RevocationPki()
+        cls.PROXY_SECTIONS = cls.sections(cls.TLS_CRL, cls.REVOCATION)
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.rpki.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.rpki.stop()
+
+    @classmethod
+    def sections(cls, tls_crl=(), revocation=None):
+        # watch_interval 0: a test that rewrites the PKI's CRLs must not reload other proxies.
+        rev = {"watch_interval": "0s"}
+        rev.update(revocation or {})
+        return {"tls": cls.rpki.tls_section(tls_crl), "revocation": rev}
+
+    def new_proxy(self, tls_crl=(), revocation=None, routes=None):
+        """Another proxy (cold revocation caches) on the class's mock and PKI; stopped at the end
+        of the test."""
+        p = Proxy(self.tmp, self.upstream_servers(), routes=routes if routes is not None else self.ROUTES,
+                  sections=self.sections(tls_crl, revocation))
+        self.addCleanup(p.stop)
+        return p
+
+    def client(self, cert="alice", proxy=None):
+        """A keep-alive Client of `proxy` (default: the class's) presenting this PKI's `cert`."""
+        c = Client(proxy or self.proxy, ctx=self.rpki.client_context(cert))
+        self.addCleanup(c.close)
+        return c
+
+    def get(self, path, cert="alice", proxy=None):
+        c = Client(proxy or self.proxy, ctx=self.rpki.client_context(cert))
+        try:
+            return c.request("GET", path)
+        finally:
+            c.close()

@@ -114,7 +114,8 @@ TEST_CASE("schema: every row is documented and well-formed") {
     const bool has_apply = row.apply != nullptr;
     CHECK(has_apply == (row.kind != value_kind::table));
     if (row.kind == value_kind::integer) CHECK(row.min <= row.max);
-    if (row.kind == value_kind::seconds || row.kind == value_kind::seconds_or_zero) {
+    if (row.kind == value_kind::seconds || row.kind == value_kind::seconds_or_zero ||
+        row.kind == value_kind::duration || row.kind == value_kind::duration_or_zero) {
       CHECK(row.max > 0);
     }
     if (row.need != presence::optional) CHECK(row.default_text.empty());

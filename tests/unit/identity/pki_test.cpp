@@ -252,3 +252,45 @@ TEST_CASE("verifier: descriptive fields are filled on rejection") {
   CHECK(id.sha256.size() == 64);
   CHECK(id.not_after > id.not_before);
 }
+
+// Issue 5: revocation is decided per request from the chain refs the verifier computes once.
+TEST_CASE("verifier: an accepted chain carries its refs, leaf first, anchor excluded") {
+  verifier_options o;
+  o.client_ca_file = pki("client-roots.pem");
+  o.issuers = std::make_shared<cbagate::identity::issuer_registry>();
+  const auto v = make(o);
+  // The anchors are registered at make().
+  auto root = read_cert(pki("ca/root.pem"));
+  CHECK(o.issuers->find(cbagate::identity::issuer_id_of(root.get())) != nullptr);
+  auto issuing = read_cert(pki("ca/issuing.pem"));
+  CHECK(o.issuers->find(cbagate::identity::issuer_id_of(issuing.get())) == nullptr);
+
+  const client_identity id = verify_client(*v, "alice");
+  REQUIRE_MESSAGE(id.ok(), id.detail);
+  REQUIRE(id.chain.size() == 2);  // alice, the issuing CA; not the root
+  CHECK(id.chain[0].issuer == cbagate::identity::issuer_id_of(issuing.get()));
+  CHECK(id.chain[1].issuer == cbagate::identity::issuer_id_of(root.get()));
+  auto leaf = read_cert(pki("clients/alice.pem"));
+  CHECK(id.chain[0].serial ==
+        cbagate::identity::serial_octets(X509_get0_serialNumber(leaf.get())));
+  // The chain's issuing CA joined the registry (CRLs of it can now be verified).
+  CHECK(o.issuers->find(cbagate::identity::issuer_id_of(issuing.get())) != nullptr);
+}
+
+TEST_CASE("verifier: a refused chain carries no refs") {
+  verifier_options o = lab_options();
+  const client_identity id = verify_client(*make(o), "revoked");
+  CHECK(id.reason == rejection::revoked);
+  CHECK(id.chain.empty());
+  const client_identity expired = verify_client(*make(o), "expired");
+  CHECK(expired.chain.empty());
+}
+
+TEST_CASE("verifier: without crl_files a revoked certificate verifies (revocation is per request)") {
+  verifier_options o = lab_options();
+  o.crl_files.clear();
+  const client_identity id = verify_client(*make(o), "revoked");
+  CHECK_MESSAGE(id.reason == rejection::none, id.detail);
+  CHECK(id.upn == "mallory@lab.test");
+  CHECK(id.chain.size() == 2);
+}

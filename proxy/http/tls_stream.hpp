@@ -1,0 +1,330 @@
+#pragma once
+// The client side TLS stream: OpenSSL reads and writes the TCP socket itself (a small BIO over
+// recv/send), Asio only waits for readiness. Unlike net::ssl::stream it keeps no buffers of its
+// own: Asio's stream holds four 17 KiB buffers per connection (two vectors plus a BIO pair),
+// which made a held ActiveSync Ping cost ~110 KiB. With SSL_MODE_RELEASE_BUFFERS an idle
+// connection keeps only OpenSSL's session state.
+//
+// Deadlines work like beast::tcp_stream's: expires_after/expires_at/expires_never set the
+// deadline of the operations that follow; an operation still waiting when it passes completes
+// with beast::error::timeout and the socket is closed.
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <type_traits>
+
+#include <sys/socket.h>
+
+#include <boost/asio/compose.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/error.hpp>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+namespace cbagate::http {
+
+/** A server-side TLS stream over a TCP socket (AsyncReadStream, AsyncWriteStream). */
+class tls_stream {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+  using steady = std::chrono::steady_clock;
+
+  /** Takes ownership of `ssl` (freed with the stream); puts it in server (accept) mode. */
+  tls_stream(boost::asio::ip::tcp::socket socket, SSL* ssl)
+      : s_(std::make_shared<state>(std::move(socket), ssl)) {
+    SSL_set_accept_state(ssl);
+    SSL_set_mode(ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                          SSL_MODE_RELEASE_BUFFERS);
+    // One recv for as many records as have come (not two per record: header, then body);
+    // the read buffer is still released whenever it is empty.
+    SSL_set_read_ahead(ssl, 1);
+    BIO* bio = BIO_new(bio_method());
+    BIO_set_data(bio, &s_->sock);
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl, bio, bio);
+    boost::system::error_code ec;
+    s_->sock.non_blocking(true, ec);
+  }
+  tls_stream(const tls_stream&) = delete;
+  tls_stream& operator=(const tls_stream&) = delete;
+  ~tls_stream() {
+    // Discard what the peer sent and nobody read (a TLS 1.3 client sends its request right after
+    // its Finished, before it hears of a refused certificate): closing with unread bytes would
+    // send RST, which can destroy the alert in flight to the client. Bounded.
+    if (s_->sock.is_open()) {
+      char sink[4096];
+      for (int i = 0; i < 16; ++i)
+        if (::recv(s_->sock.native_handle(), sink, sizeof sink, MSG_DONTWAIT) <= 0) break;
+    }
+    boost::system::error_code ec;
+    s_->sock.close(ec);
+    s_->timer.cancel();
+  }
+
+  executor_type get_executor() noexcept { return s_->sock.get_executor(); }
+  SSL* native_handle() noexcept { return s_->ssl; }
+  boost::asio::ip::tcp::socket& socket() noexcept { return s_->sock; }
+
+  void expires_after(steady::duration d) { s_->deadline = steady::now() + d; }
+  void expires_at(steady::time_point t) { s_->deadline = t; }
+  void expires_never() { s_->deadline = steady::time_point::max(); }
+
+  template <class Token>
+  auto async_handshake(Token&& token) {
+    return async_io<false>([](SSL* ssl, std::size_t&) { return SSL_do_handshake(ssl); },
+                           std::forward<Token>(token));
+  }
+
+  /** Sends close_notify; does not wait for the peer's. */
+  template <class Token>
+  auto async_shutdown(Token&& token) {
+    return async_io<false>(
+        [](SSL* ssl, std::size_t&) {
+          const int r = SSL_shutdown(ssl);
+          return r >= 0 ? 1 : r;
+        },
+        std::forward<Token>(token));
+  }
+
+  /**
+   * Completes when application data can be read without waiting (it may already be inside
+   * OpenSSL), under the deadline; reads nothing. Lets an idle connection wait without a
+   * buffer.
+   */
+  template <class Token>
+  auto async_wait_readable(Token&& token) {
+    return async_io<false>(
+        [](SSL* ssl, std::size_t&) {
+          unsigned char byte = 0;
+          std::size_t n = 0;
+          return SSL_peek_ex(ssl, &byte, 1, &n);
+        },
+        std::forward<Token>(token));
+  }
+
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    boost::asio::mutable_buffer b;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
+      if (boost::asio::mutable_buffer(*it).size() != 0) {
+        b = *it;
+        break;
+      }
+    }
+    return async_io<true>(
+        [b](SSL* ssl, std::size_t& n) {
+          if (b.size() == 0) return 1;
+          return SSL_read_ex(ssl, b.data(), b.size(), &n);
+        },
+        std::forward<Token>(token));
+  }
+
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    // Several small buffers (a serialized header) go out as one record: copied together, as
+    // Asio's stream does, up to one linearisation buffer.
+    return async_io<true>(
+        [buffers](SSL* ssl, std::size_t& n) {
+          constexpr std::size_t linear_max = 8192;
+          auto it = boost::asio::buffer_sequence_begin(buffers);
+          const auto end = boost::asio::buffer_sequence_end(buffers);
+          while (it != end && boost::asio::const_buffer(*it).size() == 0) ++it;
+          if (it == end) return 1;
+          boost::asio::const_buffer first = *it;
+          auto next = it;
+          ++next;
+          while (next != end && boost::asio::const_buffer(*next).size() == 0) ++next;
+          if (next == end || first.size() >= linear_max)
+            return SSL_write_ex(ssl, first.data(), first.size(), &n);
+          unsigned char storage[linear_max];
+          std::size_t len = 0;
+          for (; it != end && len < linear_max; ++it) {
+            boost::asio::const_buffer piece = *it;
+            const std::size_t take = std::min(piece.size(), linear_max - len);
+            std::memcpy(storage + len, piece.data(), take);
+            len += take;
+          }
+          return SSL_write_ex(ssl, storage, len, &n);
+        },
+        std::forward<Token>(token));
+  }
+
+ private:
+  struct state {
+    boost::asio::ip::tcp::socket sock;
+    boost::asio::steady_timer timer;
+    SSL* ssl;
+    steady::time_point deadline = steady::time_point::max();
+    steady::time_point armed_for = steady::time_point::max();  // the timer's pending expiry
+    bool waiting = false;
+    bool fatal = false;  // an SSL error happened: no more SSL_shutdown
+
+    state(boost::asio::ip::tcp::socket s, SSL* ssl_)
+        : sock(std::move(s)), timer(sock.get_executor()), ssl(ssl_) {}
+    state(const state&) = delete;
+    state& operator=(const state&) = delete;
+    ~state() { SSL_free(ssl); }
+  };
+
+  // The deadline watchdog: armed while an operation waits for readiness and the deadline is
+  // set; it stays armed for the same deadline across operations (no churn per operation).
+  static void arm(const std::shared_ptr<state>& s) {
+    if (s->deadline == steady::time_point::max() || s->armed_for == s->deadline) return;
+    s->armed_for = s->deadline;
+    s->timer.expires_at(s->deadline);
+    s->timer.async_wait([w = std::weak_ptr<state>(s)](boost::system::error_code ec) {
+      if (ec) return;
+      auto p = w.lock();
+      if (!p) return;
+      p->armed_for = steady::time_point::max();
+      if (steady::now() >= p->deadline) {
+        boost::system::error_code ig;
+        if (p->waiting) p->sock.close(ig);  // as beast::tcp_stream: a timeout closes
+      } else if (p->waiting) {
+        arm(p);  // the deadline moved while waiting
+      }
+    });
+  }
+
+  static boost::system::error_code error_for(state& s, int ssl_error, int ret) {
+    namespace net = boost::asio;
+    s.fatal = true;
+    if (ssl_error == SSL_ERROR_ZERO_RETURN) return net::error::eof;
+    if (ssl_error == SSL_ERROR_SYSCALL) {
+      const unsigned long e = ERR_get_error();
+      if (e != 0) return {static_cast<int>(e), net::error::get_ssl_category()};
+      if (ret == 0 || errno == 0) return net::ssl::error::stream_truncated;
+      return {errno, net::error::get_system_category()};
+    }
+    const unsigned long e = ERR_get_error();
+    if (ERR_GET_LIB(e) == ERR_LIB_SSL && ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+      return net::ssl::error::stream_truncated;
+    return {static_cast<int>(e), net::error::get_ssl_category()};
+  }
+
+  template <bool WithSize, class Action>
+  struct io_op {
+    std::shared_ptr<state> s;
+    Action act;
+    enum class phase { start, waiting, posted } at = phase::start;
+    boost::system::error_code result{};
+    std::size_t n = 0;
+
+    template <class Self>
+    void operator()(Self& self, boost::system::error_code ec = {}) {
+      namespace net = boost::asio;
+      if (at == phase::posted) return done(self);
+      if (at == phase::waiting) {
+        s->waiting = false;
+        if (ec) {
+          if (steady::now() >= s->deadline) {
+            boost::system::error_code ig;
+            s->sock.close(ig);
+            ec = boost::beast::error::timeout;
+          }
+          return finish(self, ec, 0);
+        }
+      }
+      if (!s->sock.is_open()) return finish(self, net::error::bad_descriptor, 0);
+      if (at == phase::start && s->deadline != steady::time_point::max() &&
+          steady::now() >= s->deadline) {
+        boost::system::error_code ig;
+        s->sock.close(ig);
+        return finish(self, boost::beast::error::timeout, 0);
+      }
+      if (s->fatal) return finish(self, net::ssl::error::stream_truncated, 0);
+      ERR_clear_error();
+      errno = 0;
+      std::size_t got = 0;
+      const int r = act(s->ssl, got);
+      if (r > 0) return finish(self, {}, got);
+      const int e = SSL_get_error(s->ssl, r);
+      if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+        at = phase::waiting;
+        s->waiting = true;
+        arm(s);
+        auto& sock = s->sock;
+        sock.async_wait(e == SSL_ERROR_WANT_READ ? net::socket_base::wait_read
+                                                 : net::socket_base::wait_write,
+                        std::move(self));
+        return;
+      }
+      return finish(self, error_for(*s, e, r), 0);
+    }
+
+    template <class Self>
+    void finish(Self& self, boost::system::error_code ec, std::size_t bytes) {
+      result = ec;
+      n = bytes;
+      if (at == phase::waiting) return done(self);  // a continuation: complete now
+      at = phase::posted;                              // never from the initiating call
+      boost::asio::post(std::move(self));
+    }
+
+    template <class Self>
+    void done(Self& self) {
+      if constexpr (WithSize)
+        self.complete(result, n);
+      else
+        self.complete(result);
+    }
+  };
+
+  template <bool WithSize, class Action, class Token>
+  auto async_io(Action act, Token&& token) {
+    using sig = std::conditional_t<WithSize, void(boost::system::error_code, std::size_t),
+                                   void(boost::system::error_code)>;
+    return boost::asio::async_compose<Token, sig>(io_op<WithSize, Action>{s_, std::move(act)},
+                                                  token, s_->sock);
+  }
+
+  // recv/send on the socket (MSG_NOSIGNAL: a peer gone away is an error, not SIGPIPE). Never
+  // touches a socket that was closed (drain, timeout): its descriptor number may be reused.
+  static int bio_read(BIO* b, char* out, int len) {
+    BIO_clear_retry_flags(b);
+    auto* sock = static_cast<boost::asio::ip::tcp::socket*>(BIO_get_data(b));
+    if (!sock->is_open()) {
+      errno = EBADF;
+      return -1;
+    }
+    const ssize_t n = ::recv(sock->native_handle(), out, static_cast<std::size_t>(len), 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      BIO_set_retry_read(b);
+    return static_cast<int>(n);
+  }
+  static int bio_write(BIO* b, const char* in, int len) {
+    BIO_clear_retry_flags(b);
+    auto* sock = static_cast<boost::asio::ip::tcp::socket*>(BIO_get_data(b));
+    if (!sock->is_open()) {
+      errno = EBADF;
+      return -1;
+    }
+    const ssize_t n =
+        ::send(sock->native_handle(), in, static_cast<std::size_t>(len), MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      BIO_set_retry_write(b);
+    return static_cast<int>(n);
+  }
+  static long bio_ctrl(BIO*, int cmd, long, void*) { return cmd == BIO_CTRL_FLUSH ? 1 : 0; }
+  static BIO_METHOD* bio_method() {
+    static BIO_METHOD* const method = [] {
+      BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "cbagate-socket");
+      BIO_meth_set_read(m, &bio_read);
+      BIO_meth_set_write(m, &bio_write);
+      BIO_meth_set_ctrl(m, &bio_ctrl);
+      return m;
+    }();
+    return method;
+  }
+
+  std::shared_ptr<state> s_;
+};
+
+}  // namespace cbagate::http
