@@ -185,6 +185,15 @@ net::awaitable<void> watch_client(connection& c) {
   co_await forever.async_wait(use_tuple);
 }
 
+// The lean watch of a held request: shared with the readiness handler, which may run after the
+// exchange has moved on (then `live` is false and it does nothing).
+struct client_watch {
+  explicit client_watch(beast::tcp_stream* up) : upstream(up) {}
+  beast::tcp_stream* upstream;
+  bool live = true;
+  bool fired = false;
+};
+
 template <class Up>
 net::awaitable<error_code> read_response_header(Up& up, beast::flat_buffer& ubuf,
                                                 bhttp::response_parser<bhttp::buffer_body>& p) {
@@ -311,7 +320,9 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   }
 
   // The response header: held as long as the route allows (ActiveSync Ping: up to an hour),
-  // while watching for the client to go away. A held request keeps no relay or read buffer.
+  // while watching for the client to go away. A held request keeps no relay or read buffer,
+  // nor the request header it has sent (the parser's state stays: is_done() below).
+  req.base() = bhttp::request_header<>{};
   chunk.reset();
   if (c.buf.size() == 0) c.buf.shrink_to_fit();
   beast::flat_buffer ubuf;
@@ -322,13 +333,32 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     res_p->body_limit(boost::none);
     if (plan.head) res_p->skip(true);
     utcp.expires_after(plan.response_timeout);
-    auto r = co_await (read_response_header(up, ubuf, *res_p) || watch_client(c));
-    if (r.index() == 1) {
-      rec.error = "client_closed";
-      rec.status = 499;  // nginx's convention for "client closed the request"
-      co_return out;
+    // A held request (an ActiveSync Ping, up to an hour) keeps only the upstream read and a
+    // readiness wait on the client socket, whose handler cancels that read when the client
+    // shows a sign of life. Only then (rare) do both sides get a coroutine each (watch_client),
+    // which tells a client gone from a pipelined request.
+    auto watch = std::make_shared<client_watch>(&utcp);
+    c.tcp().expires_never();
+    c.tcp().socket().async_wait(net::socket_base::wait_read, [watch](const error_code&) {
+      if (!watch->live) return;
+      watch->fired = true;
+      watch->upstream->cancel();
+    });
+    auto [ec, hn] = co_await bhttp::async_read_header(up, ubuf, *res_p, use_tuple);
+    (void)hn;
+    watch->live = false;
+    if (!watch->fired) {
+      error_code ignored;
+      c.tcp().socket().cancel(ignored);
+    } else if (ec == net::error::operation_aborted) {
+      auto r = co_await (read_response_header(up, ubuf, *res_p) || watch_client(c));
+      if (r.index() == 1) {
+        rec.error = "client_closed";
+        rec.status = 499;  // nginx's convention for "client closed the request"
+        co_return out;
+      }
+      ec = std::get<0>(r);
     }
-    error_code ec = std::get<0>(r);
     if (ec) {
       const bool timeout = ec == beast::error::timeout;
       rec.error = timeout ? "upstream_timeout" : "upstream_reset";
@@ -443,16 +473,17 @@ net::awaitable<bool> serve_request(connection& c, std::size_t header_len) {
   rec.sni = c.sni;
   rec.tls_version = c.tls_version;
   rec.tls_resumed = c.resumed;
-  if (c.id.presented) {
-    rec.cert_serial = c.id.serial;
-    rec.cert_issuer = c.id.issuer;
-    rec.cert_sha256 = c.id.sha256;
-  }
   metrics& m = *c.rt.metrics;
   m.requests_total.inc();
 
   auto finish = [&](bool keep) {
     rec.total_us = micros(steady::now() - t0);
+    // Copied only now: a held request keeps no copy of the certificate's strings.
+    if (c.id.presented) {
+      rec.cert_serial = c.id.serial;
+      rec.cert_issuer = c.id.issuer;
+      rec.cert_sha256 = c.id.sha256;
+    }
     m.observe(rec);
     if (c.rt.access_log) c.rt.access_log->write(rec);
     return keep;

@@ -414,7 +414,8 @@ client_identity verifier::no_certificate() {
 }
 
 client_identity verifier::verify(X509* leaf, STACK_OF(X509) * untrusted_chain,
-                                 std::optional<std::int64_t> at_unix_time) const {
+                                 std::optional<std::int64_t> at_unix_time,
+                                 chain_validity* validity) const {
   if (leaf == nullptr) return no_certificate();
   // Called from inside a TLS handshake: keep the thread's error queue as the handshake left it.
   ERR_set_mark();
@@ -492,6 +493,15 @@ client_identity verifier::verify(X509* leaf, STACK_OF(X509) * untrusted_chain,
   id.chain = refs_of_chain(verified);
   if (issuers_ && verified != nullptr) {
     for (int i = 1; i < sk_X509_num(verified); ++i) issuers_->add(sk_X509_value(verified, i));
+  }
+  if (validity != nullptr) {
+    validity->not_before = id.not_before;
+    validity->not_after = id.not_after;
+    for (int i = 0; verified != nullptr && i < sk_X509_num(verified); ++i) {
+      const X509* x = sk_X509_value(verified, i);
+      validity->not_before = std::max(validity->not_before, unix_seconds(X509_get0_notBefore(x)));
+      validity->not_after = std::min(validity->not_after, unix_seconds(X509_get0_notAfter(x)));
+    }
   }
   return finish(rejection::none, {});
 }

@@ -34,6 +34,13 @@ struct verifier_options {
   std::shared_ptr<issuer_registry> issuers;
 };
 
+/** The span in which every certificate of a verified chain (anchor included) is within its
+ *  validity period: the latest notBefore and the earliest notAfter, unix seconds. */
+struct chain_validity {
+  std::int64_t not_before = 0;
+  std::int64_t not_after = 0;
+};
+
 /**
  * Verifies client certificate chains and turns them into `client_identity` values.
  *
@@ -88,12 +95,15 @@ class verifier {
    *        way visible to the caller (OpenSSL caches decoded extensions inside it).
    * @param untrusted_chain the certificates the peer sent (may include the leaf); may be null.
    * @param at_unix_time verification time for tests; empty = now.
+   * @param validity when not null and the chain is accepted, receives the validity span of the
+   *        verified chain (for callers that remember the outcome, tls::chain_cache).
    * @return subject, issuer, serial, sha256 and validity are filled whenever a leaf exists,
    *         also on rejection; `upn` only when accepted. Leaves the thread's OpenSSL error
    *         queue as it was (safe inside a handshake callback).
    */
   client_identity verify(X509* leaf, STACK_OF(X509) * untrusted_chain,
-                         std::optional<std::int64_t> at_unix_time = {}) const;
+                         std::optional<std::int64_t> at_unix_time = {},
+                         chain_validity* validity = nullptr) const;
 
   /** The identity of a connection without a certificate: presented false, 403.7. */
   static client_identity no_certificate();

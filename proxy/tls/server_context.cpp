@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -215,8 +216,19 @@ struct callbacks {
     auto* ssl = static_cast<SSL*>(
         X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
     identity::client_identity* slot = ssl ? slot_of(ssl) : nullptr;
-    identity::client_identity id =
-        self->verifier_->verify(X509_STORE_CTX_get0_cert(xctx), X509_STORE_CTX_get0_untrusted(xctx));
+    X509* leaf = X509_STORE_CTX_get0_cert(xctx);
+    STACK_OF(X509)* sent = X509_STORE_CTX_get0_untrusted(xctx);
+    identity::client_identity id;
+    chain_key key{};
+    const bool cacheable = self->verified_ && leaf != nullptr && self->verified_->key_of(leaf, sent, key);
+    const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    if (!cacheable || !self->verified_->find(key, now, id)) {
+      identity::chain_validity validity;
+      id = self->verifier_->verify(leaf, sent, {}, &validity);
+      if (cacheable && id.ok()) self->verified_->insert(key, id, validity.not_before, validity.not_after);
+    }
     if (id.ok() && self->require_cert_ && self->revoked_at_handshake_ &&
         self->revoked_at_handshake_(id)) {
       // "require": a certificate known to be revoked never completes the handshake (as when
@@ -368,6 +380,8 @@ std::unique_ptr<server_context> server_context::make(
   std::unique_ptr<server_context> self(new server_context());
   self->verifier_ = std::move(verifier);
   self->require_cert_ = cfg.tls.client_cert == config::client_cert_mode::require;
+  // With CRLs inside the verification, an outcome depends on more than the chain and the time.
+  if (!self->verifier_->checks_crls()) self->verified_ = std::make_unique<chain_cache>();
 
   // The session id context binds tickets to this trust policy: a ticket minted under other
   // client CAs or another upn policy never resumes here.

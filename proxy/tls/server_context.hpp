@@ -13,6 +13,7 @@
 #include "config/snapshot.hpp"
 #include "identity/client_identity.hpp"
 #include "identity/verifier.hpp"
+#include "tls/chain_cache.hpp"
 
 namespace cbagate::tls {
 
@@ -25,6 +26,12 @@ namespace cbagate::tls {
  *   once per full handshake through identity::verifier and its outcome lands in the
  *   connection's identity slot (attach_identity_slot). With tls.client_cert = "require" a missing
  *   or rejected certificate fails the handshake; with "request" the routes decide.
+ * - Accepted verifications are remembered (chain_cache, keyed by the presented chain's bytes,
+ *   10,000 chains) while the whole verified chain stays within its validity period, so a
+ *   device reconnecting with the same chain skips the verification. Rejections are always
+ *   recomputed; the cache lives and dies with this server_context (a reload starts empty).
+ *   Not used when the verifier checks CRLs itself. The handshake revocation check runs on
+ *   every handshake.
  * - Resumption (tls.session_tickets): stateless tickets carry the verified identity as ticket
  *   app data, so a resumed session has exactly the identity of the full handshake that created
  *   it. The session id context is derived from the trust material, so a ticket issued under
@@ -81,6 +88,7 @@ class server_context {
   std::shared_ptr<const identity::verifier> verifier_;
   bool require_cert_ = false;
   std::function<bool(const identity::client_identity&)> revoked_at_handshake_;
+  std::unique_ptr<chain_cache> verified_;  // null when the verifier checks CRLs
   ossl::ssl_ctx_ptr default_ctx_;
   std::vector<sni_entry> sni_;
 

@@ -325,6 +325,25 @@ class Reload(TempDirCase):
                 self.assertEqual(after.status, 200, after)
                 self.assertEqual(self.backend_identity(m), "alice@lab.test")
 
+    def test_verified_chains_are_not_reused_after_a_reload_with_other_anchors(self):
+        # The chains verified under the old client_ca are remembered by the old TLS context
+        # only: after a reload that trusts another root, the same chain is judged again.
+        m = self.marker()
+        self.assertEqual(fetch(self.proxy, f"/owa/?marker={m}", cert="alice")[0], 200)
+        self.assertEqual(self.backend_identity(m), "alice@lab.test")
+        m = self.marker()
+        self.assertEqual(fetch(self.proxy, f"/owa/?marker={m}", cert="alice")[0], 200)
+        rogue = os.path.join(PKI, "ca", "rogue-root.pem")
+        self.proxy.write_config([f"http://{self.mock.http}"],
+                                sections={"tls": {"client_ca": rogue, "crl": []}})
+        self.reload_and_wait(f"configuration {self.proxy.config_path} loaded")
+        status, body = fetch(self.proxy, f"/owa/?marker={self.marker()}", cert="alice")
+        self.assertEqual(status, 403)
+        self.assertIn(b"403.16", body)
+        m = self.marker()
+        self.assertEqual(fetch(self.proxy, f"/owa/?marker={m}", cert="untrusted")[0], 200)
+        self.assertEqual(self.backend_identity(m), "ivan@lab.test")
+
     def test_sighup_with_a_broken_certificate_keeps_the_old_one(self):
         # The file parses but the key does not load: rejected at build time, not half-applied.
         garbage = os.path.join(self.tmp, "reload-garbage.key")

@@ -235,6 +235,30 @@ class RequireCertificate(TlsTestCase):
                 self.assertEqual(r.status, 200, r)
                 self.assertEqual(self.backend_saw(m)[0]["identity"], "alice@lab.test")
 
+    def test_reconnecting_clients_keep_their_identities(self):
+        # Verified chains are remembered per presented chain: every full handshake of the same
+        # device gets its own identity back, never another device's.
+        for version in VERSIONS:
+            for _ in range(3):
+                for cert, upn in (("alice", "alice@lab.test"), ("bob", "bob@lab.test")):
+                    with self.subTest(version=version, cert=cert):
+                        m = self.mark()
+                        r = fetch(self.proxy, pinned(cert, version), f"/owa/?marker={m}")
+                        self.assertEqual(r.status, 200, r)
+                        self.assertFalse(r.reused)
+                        self.assertEqual(self.backend_saw(m)[0]["identity"], upn)
+
+    def test_refused_certificates_stay_refused_on_reconnect(self):
+        # A good chain verified in between must not make a refused one pass on its next try.
+        for version in VERSIONS:
+            for _ in range(2):
+                for cert, alert in (("untrusted", "UNKNOWN_CA"), ("revoked", "REVOKED"),
+                                    ("expired", "EXPIRED")):
+                    with self.subTest(cert=cert, version=version):
+                        self.assertRefused(cert, version, alert)
+                m = self.mark()
+                self.assertEqual(fetch(self.proxy, pinned("alice", version), f"/owa/?marker={m}").status, 200)
+
 
 class ServerCertificate(ProxyTestCase):
     @classmethod

@@ -307,3 +307,19 @@ TEST_CASE("verifier: one verifier serves concurrent handshakes") {
   for (auto& th : threads) th.join();
   CHECK(wrong.load() == 0);
 }
+
+TEST_CASE("verifier: reports the validity span of the whole verified chain") {
+  mini_pki pki;
+  t::cert_spec spec = user(12);
+  spec.not_before = t::now() - 5 * day;
+  spec.not_after = t::now() + 4000 * day;  // past the root's notAfter (now + 3650 days)
+  auto leaf = pki.leaf(spec);
+  cbagate::identity::chain_validity span;
+  const client_identity id = pki.make()->verify(leaf.get(), nullptr, {}, &span);
+  REQUIRE_MESSAGE(id.ok(), id.detail);
+  CHECK(span.not_before > id.not_before);   // the root (now - 1 hour) starts after the leaf
+  CHECK(span.not_before >= t::now() - 3600 - 5);
+  CHECK(span.not_after < id.not_after);     // the root ends first
+  CHECK(span.not_after <= t::now() + 3650 * day);
+  CHECK(span.not_after > t::now() + 3649 * day);
+}

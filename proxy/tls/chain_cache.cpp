@@ -1,0 +1,89 @@
+#include "tls/chain_cache.hpp"
+
+#include <algorithm>
+
+#include <openssl/crypto.h>
+
+namespace cbagate::tls {
+namespace {
+
+struct md_ctx_free {
+  void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
+};
+
+// The DER of one certificate into the digest. X509 keeps the encoding it was decoded from, so
+// i2d_X509 re-emits the received bytes.
+bool digest_cert(EVP_MD_CTX* md, X509* x) {
+  unsigned char* der = nullptr;
+  const int n = i2d_X509(x, &der);
+  if (n <= 0 || der == nullptr) return false;
+  const bool ok = EVP_DigestUpdate(md, der, static_cast<std::size_t>(n)) == 1;
+  OPENSSL_free(der);
+  return ok;
+}
+
+}  // namespace
+
+chain_cache::chain_cache(std::size_t capacity)
+    : per_shard_(std::max<std::size_t>(1, capacity / shard_count)),
+      sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {}
+
+chain_cache::~chain_cache() { EVP_MD_free(sha256_); }
+
+bool chain_cache::key_of(X509* leaf, STACK_OF(X509) * sent, chain_key& out) const {
+  if (leaf == nullptr || sha256_ == nullptr) return false;
+  std::unique_ptr<EVP_MD_CTX, md_ctx_free> md{EVP_MD_CTX_new()};
+  if (!md || EVP_DigestInit_ex(md.get(), sha256_, nullptr) != 1) return false;
+  if (!digest_cert(md.get(), leaf)) return false;
+  // DER is self-delimiting: the concatenation names the sequence unambiguously.
+  for (int i = 0; sent != nullptr && i < sk_X509_num(sent); ++i) {
+    X509* x = sk_X509_value(sent, i);
+    if (x == leaf) continue;
+    if (!digest_cert(md.get(), x)) return false;
+  }
+  unsigned int len = 0;
+  return EVP_DigestFinal_ex(md.get(), out.data(), &len) == 1 && len == out.size();
+}
+
+bool chain_cache::find(const chain_key& key, std::int64_t now, identity::client_identity& out) {
+  shard& s = shard_of(key);
+  std::lock_guard lock(s.mu);
+  auto it = s.index.find(key);
+  if (it == s.index.end()) return false;
+  const entry& e = *it->second;
+  if (now < e.not_before || now > e.not_after) return false;
+  s.lru.splice(s.lru.begin(), s.lru, it->second);
+  out = e.id;
+  return true;
+}
+
+void chain_cache::insert(const chain_key& key, const identity::client_identity& id,
+                         std::int64_t not_before, std::int64_t not_after) {
+  if (!id.ok() || not_before > not_after) return;
+  shard& s = shard_of(key);
+  std::lock_guard lock(s.mu);
+  if (auto it = s.index.find(key); it != s.index.end()) {
+    it->second->id = id;
+    it->second->not_before = not_before;
+    it->second->not_after = not_after;
+    s.lru.splice(s.lru.begin(), s.lru, it->second);
+    return;
+  }
+  if (s.lru.size() >= per_shard_) {
+    s.index.erase(s.lru.back().key);
+    s.lru.pop_back();
+  }
+  s.lru.push_front(entry{key, not_before, not_after, id});
+  s.index.emplace(key, s.lru.begin());
+}
+
+std::size_t chain_cache::size() const {
+  std::size_t n = 0;
+  for (const shard& s : shards_) {
+    std::lock_guard lock(s.mu);
+    n += s.lru.size();
+  }
+  return n;
+}
+
+}  // namespace cbagate::tls

@@ -1,0 +1,87 @@
+#pragma once
+// Verified client chains, remembered: the same device reconnects many times a day, and the
+// chain verification (path building, signatures, the UPN, the revocation refs) is a quarter of
+// a full handshake. Owned by a server_context, so a reload (new trust material) starts empty.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+
+#include "common/openssl_ptr.hpp"
+#include "identity/client_identity.hpp"
+
+namespace cbagate::tls {
+
+/** SHA-256 over the DER of a presented chain (leaf, then the certificates the peer sent). */
+using chain_key = std::array<unsigned char, 32>;
+
+/**
+ * A bounded, thread-safe cache of ACCEPTED chain verifications.
+ *
+ * - Keyed by chain_key: the exact bytes the client presented, so another chain for the same
+ *   leaf (other intermediates) is another entry.
+ * - An entry holds the verifier's identity (chain refs included) and the span in which every
+ *   certificate of the verified chain, anchor included, was within its validity period; a
+ *   lookup outside that span is a miss (the chain is verified again and fails on its own).
+ * - Only accepted identities go in: a rejection is always recomputed.
+ * - Least recently used eviction per shard; `capacity` entries in all. Lookups and inserts
+ *   take one shard mutex (the shard is chosen by the key), never held across OpenSSL calls.
+ */
+class chain_cache {
+ public:
+  explicit chain_cache(std::size_t capacity = 10000);
+  chain_cache(const chain_cache&) = delete;
+  chain_cache& operator=(const chain_cache&) = delete;
+  ~chain_cache();
+
+  /** The key of a presented chain. `sent` may be null or contain the leaf. False on failure
+   *  (then the caller verifies without the cache). */
+  bool key_of(X509* leaf, STACK_OF(X509) * sent, chain_key& out) const;
+
+  /** Copies the cached identity into `out` when `key` is cached and `now` (unix seconds) lies
+   *  within the entry's validity span. */
+  bool find(const chain_key& key, std::int64_t now, identity::client_identity& out);
+
+  /** Remembers an accepted identity (ignored when !id.ok() or not_before > not_after). */
+  void insert(const chain_key& key, const identity::client_identity& id, std::int64_t not_before,
+              std::int64_t not_after);
+
+  std::size_t size() const;
+
+ private:
+  struct entry {
+    chain_key key;
+    std::int64_t not_before;
+    std::int64_t not_after;
+    identity::client_identity id;
+  };
+  struct key_hash {
+    std::size_t operator()(const chain_key& k) const noexcept {
+      std::size_t h = 0;
+      for (std::size_t i = 0; i < sizeof h; ++i) h = (h << 8) | k[i];
+      return h;
+    }
+  };
+  struct shard {
+    mutable std::mutex mu;
+    std::list<entry> lru;  // front = most recently used
+    std::unordered_map<chain_key, std::list<entry>::iterator, key_hash> index;
+  };
+  static constexpr std::size_t shard_count = 8;
+
+  shard& shard_of(const chain_key& key) { return shards_[key[31] % shard_count]; }
+
+  std::size_t per_shard_;
+  std::array<shard, shard_count> shards_;
+  EVP_MD* sha256_ = nullptr;  // fetched once: an implicit fetch per handshake costs lookups
+};
+
+}  // namespace cbagate::tls
