@@ -5,6 +5,9 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <type_traits>
+
+#include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -194,6 +197,31 @@ struct client_watch {
   bool fired = false;
 };
 
+// True when a whole response header is already at hand for a plain backend connection: in
+// ubuf, or in the socket (read into ubuf without waiting). A TLS backend is never asked (its
+// bytes go through OpenSSL).
+template <class Up>
+bool response_header_ready(Up& up, beast::flat_buffer& ubuf) {
+  const auto complete = [&ubuf] {
+    const std::string_view d(static_cast<const char*>(ubuf.data().data()), ubuf.size());
+    return d.find("\r\n\r\n") != std::string_view::npos;
+  };
+  if constexpr (std::is_same_v<Up, beast::tcp_stream>) {
+    if (complete()) return true;
+    auto& sock = up.socket();
+    if (!sock.is_open()) return false;
+    const auto room = ubuf.prepare(std::max<std::size_t>(4096, ubuf.capacity() - ubuf.size()));
+    const ssize_t n = ::recv(sock.native_handle(), room.data(), room.size(), MSG_DONTWAIT);
+    if (n <= 0) return false;  // nothing yet, or closed: the asynchronous read tells which
+    ubuf.commit(static_cast<std::size_t>(n));
+    return complete();
+  } else {
+    (void)up;
+    (void)ubuf;
+    return false;
+  }
+}
+
 template <class Up>
 net::awaitable<error_code> read_response_header(Up& up, beast::flat_buffer& ubuf,
                                                 bhttp::response_parser<bhttp::buffer_body>& p) {
@@ -276,7 +304,7 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   }
   std::unique_ptr<char[]> chunk;
   if (plan.request_has_body) {
-    chunk = std::make_unique<char[]>(relay_chunk);
+    chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);  // not zeroed: 16 KiB memset
     if (c.buf.capacity() < relay_chunk) c.buf.reserve(relay_chunk);  // body reads: full pieces
     while (!req_p.is_done()) {
       req.body().data = chunk.get();
@@ -333,31 +361,39 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     res_p->body_limit(boost::none);
     if (plan.head) res_p->skip(true);
     utcp.expires_after(plan.response_timeout);
-    // A held request (an ActiveSync Ping, up to an hour) keeps only the upstream read and a
-    // readiness wait on the client socket, whose handler cancels that read when the client
-    // shows a sign of life. Only then (rare) do both sides get a coroutine each (watch_client),
-    // which tells a client gone from a pipelined request.
-    auto watch = std::make_shared<client_watch>(&utcp);
-    c.tcp().expires_never();
-    c.tcp().socket().async_wait(net::socket_base::wait_read, [watch](const error_code&) {
-      if (!watch->live) return;
-      watch->fired = true;
-      watch->upstream->cancel();
-    });
-    auto [ec, hn] = co_await bhttp::async_read_header(up, ubuf, *res_p, use_tuple);
-    (void)hn;
-    watch->live = false;
-    if (!watch->fired) {
-      error_code ignored;
-      c.tcp().socket().cancel(ignored);
-    } else if (ec == net::error::operation_aborted) {
-      auto r = co_await (read_response_header(up, ubuf, *res_p) || watch_client(c));
-      if (r.index() == 1) {
-        rec.error = "client_closed";
-        rec.status = 499;  // nginx's convention for "client closed the request"
-        co_return out;
+    error_code ec;
+    if (response_header_ready(up, ubuf)) {
+      // The backend has answered already (a quick request): nothing to watch for, and no
+      // readiness wait to register on the client socket (an epoll_ctl per request).
+      std::size_t hn = 0;
+      std::tie(ec, hn) = co_await bhttp::async_read_header(up, ubuf, *res_p, use_tuple);
+    } else {
+      // A held request (an ActiveSync Ping, up to an hour) keeps only the upstream read and a
+      // readiness wait on the client socket, whose handler cancels that read when the client
+      // shows a sign of life. Only then (rare) do both sides get a coroutine each
+      // (watch_client), which tells a client gone from a pipelined request.
+      auto watch = std::make_shared<client_watch>(&utcp);
+      c.tcp().expires_never();
+      c.tcp().socket().async_wait(net::socket_base::wait_read, [watch](const error_code&) {
+        if (!watch->live) return;
+        watch->fired = true;
+        watch->upstream->cancel();
+      });
+      std::size_t hn = 0;
+      std::tie(ec, hn) = co_await bhttp::async_read_header(up, ubuf, *res_p, use_tuple);
+      watch->live = false;
+      if (!watch->fired) {
+        error_code ignored;
+        c.tcp().socket().cancel(ignored);
+      } else if (ec == net::error::operation_aborted) {
+        auto r = co_await (read_response_header(up, ubuf, *res_p) || watch_client(c));
+        if (r.index() == 1) {
+          rec.error = "client_closed";
+          rec.status = 499;  // nginx's convention for "client closed the request"
+          co_return out;
+        }
+        ec = std::get<0>(r);
       }
-      ec = std::get<0>(r);
     }
     if (ec) {
       const bool timeout = ec == beast::error::timeout;
@@ -403,7 +439,40 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
   res.body().size = 0;
   res.body().more = !res_p->is_done();
   c.tcp().expires_after(body_idle);
-  {
+  // The relay buffer: a known small body needs no more than its length (not zeroed).
+  std::size_t rchunk = relay_chunk;
+  if (!chunk) {
+    if (const auto cl = res_p->content_length(); cl && *cl < relay_chunk)
+      rchunk = std::max<std::size_t>(static_cast<std::size_t>(*cl), 1);
+    chunk = std::make_unique_for_overwrite<char[]>(rchunk);
+  }
+  if (res.has_content_length() && !res_p->is_done() && ubuf.size() > 0) {
+    // A small response mostly comes whole with its header: its first body piece is parsed
+    // from ubuf (no wait: every buffered byte is body) and goes out with the header, in one
+    // TLS record and one send. A body that is not there yet never holds the header back.
+    res.body().data = chunk.get();
+    res.body().size = rchunk;
+    auto [ec, n] = co_await bhttp::async_read_some(up, ubuf, *res_p, use_tuple);
+    (void)n;
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec) {
+      rec.error = "upstream_reset";
+      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
+                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return out;
+    }
+    const std::size_t got = rchunk - res.body().size;
+    rec.status = rec.upstream_status;
+    c.tcp().expires_after(body_idle);
+    const error_code wec =
+        co_await write_piece(c.stream, rs, res.body(), chunk.get(), got, !res_p->is_done());
+    if (wec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+    rec.bytes_out += got;
+  } else {
     auto [ec, n] = co_await bhttp::async_write_header(c.stream, rs, use_tuple);
     (void)n;
     if (ec) {
@@ -413,10 +482,9 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     }
   }
   rec.status = rec.upstream_status;
-  if (!chunk) chunk = std::make_unique<char[]>(relay_chunk);
   while (!res_p->is_done()) {
     res.body().data = chunk.get();
-    res.body().size = relay_chunk;
+    res.body().size = rchunk;
     utcp.expires_after(body_idle);
     // read_some, not read: a long-poll (OWA notifications) trickles small chunks that must
     // reach the client as they come, not once a whole buffer is full.
@@ -432,7 +500,7 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
           rec.req_id, rec.upstream, rec.bytes_out, ec.message());
       co_return out;
     }
-    const std::size_t got = relay_chunk - res.body().size;
+    const std::size_t got = rchunk - res.body().size;
     if (got == 0 && !res_p->is_done()) continue;  // only framing parsed (a chunk header)
     c.tcp().expires_after(body_idle);
     const error_code wec =

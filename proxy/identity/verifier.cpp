@@ -14,6 +14,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "common/openssl_error.hpp"
+
 namespace cbagate::identity {
 namespace {
 
@@ -24,24 +26,7 @@ using shallow_x509_stack = std::unique_ptr<STACK_OF(X509), shallow_stack_free>;
 
 // ---- loading -------------------------------------------------------------------------------
 
-// Drains this thread's OpenSSL error queue into one line ("no start line; ...").
-std::string openssl_reason() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::string one;
-    if (ERR_SYSTEM_ERROR(e)) {  // errno from fopen() & co. (OpenSSL 3 keeps no string for it)
-      one = std::system_category().message(static_cast<int>(ERR_GET_REASON(e)));
-    } else if (const char* reason = ERR_reason_error_string(e)) {
-      one = reason;
-    } else {
-      one = "OpenSSL error " + std::to_string(e);
-    }
-    if (out.find(one) != std::string::npos) continue;
-    if (!out.empty()) out += "; ";
-    out += one;
-  }
-  return out.empty() ? "unknown reason" : out;
-}
+std::string openssl_reason() { return ossl::error_reason(); }
 
 bool is_pem_end_of_input(unsigned long e) {
   return e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE);

@@ -4,64 +4,19 @@
 #include "observability/detail/json.hpp"
 
 #include <fmt/format.h>
-#include <spdlog/async_logger.h>
-#include <spdlog/details/thread_pool.h>
-#include <spdlog/sinks/base_sink.h>
 
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
 #include <cstdio>
+#include <functional>
 #include <mutex>
+#include <thread>
+
+#include <unistd.h>
 
 namespace cbagate::observability {
-
-namespace detail {
-
-// Writes each message payload as one line to a FILE*, flushing after each line. Its own sink
-// rather than spdlog's basic_file_sink because rotation needs "reopen by name, append, and keep
-// the old file on failure", which spdlog 1.10 does not offer (its truncate() truncates).
-class line_sink final : public spdlog::sinks::base_sink<std::mutex> {
- public:
-  line_sink(std::FILE* f, std::string path, bool owned) : file_(f), path_(std::move(path)), owned_(owned) {}
-
-  line_sink(const line_sink&) = delete;
-  line_sink& operator=(const line_sink&) = delete;
-
-  ~line_sink() override {
-    if (owned_ && file_ != nullptr) {
-      std::fclose(file_);
-    }
-  }
-
-  expected<void> reopen() {
-    if (!owned_) {
-      return {};
-    }
-    auto f = open_append(path_);
-    if (!f) {
-      return f.error();
-    }
-    const std::lock_guard lock(mutex_);
-    std::fclose(file_);
-    file_ = *f;
-    return {};
-  }
-
- protected:
-  // spdlog::sinks::base_sink
-  void sink_it_(const spdlog::details::log_msg& msg) override {
-    // Write errors (disk full) cannot be reported anywhere better than the dropped line itself.
-    std::fwrite(msg.payload.data(), 1, msg.payload.size(), file_);
-    std::fputc('\n', file_);
-    std::fflush(file_);
-  }
-  void flush_() override { std::fflush(file_); }
-
- private:
-  std::FILE* file_;
-  std::string path_;
-  bool owned_;
-};
-
-}  // namespace detail
 
 namespace {
 
@@ -118,6 +73,11 @@ std::string redact_query(std::string_view q) {
 std::string access_log::render_json(const access_record& r, bool log_upn) {
   std::string out;
   out.reserve(768);
+  render_into(out, r, log_upn);
+  return out;
+}
+
+void access_log::render_into(std::string& out, const access_record& r, bool log_upn) {
   bool first = true;
   const auto k = [&](std::string_view name) {
     out.push_back(first ? '{' : ',');
@@ -132,7 +92,8 @@ std::string access_log::render_json(const access_record& r, bool log_upn) {
   };
   const auto num = [&](std::string_view name, auto v) {
     k(name);
-    fmt::format_to(std::back_inserter(out), "{}", v);
+    const fmt::format_int text(v);
+    out.append(text.data(), text.size());
   };
   const auto boolean = [&](std::string_view name, bool v) {
     k(name);
@@ -193,59 +154,175 @@ std::string access_log::render_json(const access_record& r, bool log_upn) {
     detail::append_json_string(out, value, max_field_bytes);
   }
   out += "}}";
-  return out;
 }
+
+// --- buffering and the writer thread -----------------------------------------------------------
+
+struct access_log::impl {
+  // One buffer per group of I/O threads (by thread id): a thread appends under a lock nobody
+  // else takes except the writer, once per flush. A connection stays on its thread, so its
+  // lines stay in order.
+  static constexpr std::size_t shard_count = 8;
+  struct alignas(64) shard {
+    std::mutex mu;
+    std::string buf;  // whole lines, each ending in '\n'
+    std::size_t lines = 0;
+  };
+
+  impl(std::FILE* f, std::string p, bool own, bool upn, std::size_t queue_lines)
+      : log_upn(upn), max_lines(queue_lines == 0 ? 1 : queue_lines), file(f), path(std::move(p)),
+        owned(own) {
+    writer = std::thread([this] { run(); });
+  }
+  impl(const impl&) = delete;
+  impl& operator=(const impl&) = delete;
+
+  ~impl() {
+    {
+      const std::lock_guard l(wake_mu);
+      stop = true;
+    }
+    wake_cv.notify_one();
+    writer.join();  // writes every buffered line before it returns
+    if (owned && file != nullptr) std::fclose(file);
+  }
+
+  void append(const access_record& r) {
+    shard& sh = shards[std::hash<std::thread::id>{}(std::this_thread::get_id()) % shard_count];
+    bool was_empty = false;
+    bool crossed = false;
+    {
+      const std::lock_guard l(sh.mu);
+      if (sh.lines >= max_lines) {
+        dropped.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      const std::size_t before = sh.buf.size();
+      was_empty = before == 0;
+      render_into(sh.buf, r, log_upn);
+      sh.buf.push_back('\n');
+      ++sh.lines;
+      crossed = before < flush_bytes && sh.buf.size() >= flush_bytes;
+    }
+    // The writer is woken only when a buffer stops being empty (it then waits flush_interval
+    // to gather more) or passes flush_bytes: not once per line.
+    if (was_empty || crossed) {
+      {
+        const std::lock_guard l(wake_mu);
+        pending = true;
+        urgent = urgent || crossed;
+      }
+      wake_cv.notify_one();
+    }
+  }
+
+  void run() {
+    std::unique_lock l(wake_mu);
+    for (;;) {
+      wake_cv.wait(l, [this] { return stop || pending; });
+      if (!stop) wake_cv.wait_for(l, flush_interval, [this] { return stop || urgent; });
+      pending = false;
+      urgent = false;
+      const bool last = stop;
+      l.unlock();
+      {
+        const std::lock_guard f(file_mu);
+        write_out();
+      }
+      if (last) return;
+      l.lock();
+    }
+  }
+
+  // Writes every buffered line to `file`, one write(2) per non-empty buffer. Needs file_mu.
+  void write_out() {
+    for (shard& sh : shards) {
+      {
+        const std::lock_guard l(sh.mu);
+        if (sh.buf.empty()) continue;
+        out.swap(sh.buf);  // the shard gets the spare (with its capacity) back
+        sh.lines = 0;
+      }
+      // Write errors (disk full) cannot be reported anywhere better than the lost lines.
+      const int fd = ::fileno(file);
+      std::size_t done = 0;
+      while (done < out.size()) {
+        const ssize_t n = ::write(fd, out.data() + done, out.size() - done);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        done += static_cast<std::size_t>(n);
+      }
+      out.clear();
+      if (out.capacity() > 16 * flush_bytes) out.shrink_to_fit();  // after a stall
+    }
+  }
+
+  expected<void> reopen() {
+    if (!owned) return {};
+    auto f = detail::open_append(path);
+    if (!f) return f.error();
+    const std::lock_guard l(file_mu);
+    write_out();  // what came before the rotation goes to the old file
+    std::fclose(file);
+    file = *f;
+    return {};
+  }
+
+  const bool log_upn;
+  const std::size_t max_lines;
+  std::array<shard, shard_count> shards;
+  std::atomic<std::uint64_t> dropped{0};
+
+  std::mutex wake_mu;
+  std::condition_variable wake_cv;
+  bool pending = false;  // a buffer became non-empty (wake_mu)
+  bool urgent = false;   // a buffer passed flush_bytes (wake_mu)
+  bool stop = false;     // (wake_mu)
+
+  std::mutex file_mu;  // file and out
+  std::FILE* file;
+  const std::string path;
+  const bool owned;
+  std::string out;  // the buffer being written
+
+  std::thread writer;  // last: started once everything above exists
+};
 
 expected<std::unique_ptr<access_log>> access_log::open(std::string_view path, bool log_upn,
                                                        std::size_t queue_lines) {
   if (path.empty()) {
-    return std::unique_ptr<access_log>(new access_log(log_upn, nullptr, nullptr, nullptr));
+    return std::unique_ptr<access_log>(new access_log(nullptr));
   }
-  std::shared_ptr<detail::line_sink> sink;
   if (path == "-") {
-    sink = std::make_shared<detail::line_sink>(stdout, "-", false);
-  } else {
-    std::string file(path);
-    auto f = detail::open_append(file);
-    if (!f) {
-      return f.error();
-    }
-    sink = std::make_shared<detail::line_sink>(*f, std::move(file), true);
+    return std::unique_ptr<access_log>(
+        new access_log(std::make_unique<impl>(stdout, "-", false, log_upn, queue_lines)));
   }
-  // Our own pool with one writer thread, not spdlog's global one: each access_log owns its queue
-  // and its destructor drains it. The logger is not registered in spdlog's registry.
-  auto pool = std::make_shared<spdlog::details::thread_pool>(queue_lines == 0 ? 1 : queue_lines, 1);
-  auto logger = std::make_shared<spdlog::async_logger>("access", sink, pool,
-                                                       spdlog::async_overflow_policy::overrun_oldest);
-  logger->set_level(spdlog::level::info);
+  std::string file(path);
+  auto f = detail::open_append(file);
+  if (!f) {
+    return f.error();
+  }
   return std::unique_ptr<access_log>(
-      new access_log(log_upn, std::move(pool), std::move(sink), std::move(logger)));
+      new access_log(std::make_unique<impl>(*f, std::move(file), true, log_upn, queue_lines)));
 }
 
-access_log::access_log(bool log_upn, std::shared_ptr<spdlog::details::thread_pool> pool,
-                       std::shared_ptr<detail::line_sink> sink, std::shared_ptr<spdlog::logger> logger)
-    : log_upn_(log_upn), pool_(std::move(pool)), sink_(std::move(sink)), logger_(std::move(logger)) {}
+access_log::access_log(std::unique_ptr<impl> i) : impl_(std::move(i)) {}
 
 access_log::~access_log() = default;
 
 void access_log::write(const access_record& r) {
-  if (!logger_) {
-    return;
-  }
-  const std::string line = render_json(r, log_upn_);
-  // The string_view overload: the line is not a format string (it is full of braces).
-  logger_->log(spdlog::level::info, spdlog::string_view_t(line.data(), line.size()));
+  if (impl_) impl_->append(r);
 }
 
 expected<void> access_log::reopen() {
-  if (!sink_) {
+  if (!impl_) {
     return {};
   }
-  return sink_->reopen();
+  return impl_->reopen();
 }
 
 std::uint64_t access_log::dropped() const noexcept {
-  return pool_ ? static_cast<std::uint64_t>(pool_->overrun_counter()) : 0;
+  return impl_ ? impl_->dropped.load(std::memory_order_relaxed) : 0;
 }
 
 }  // namespace cbagate::observability

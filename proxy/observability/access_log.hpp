@@ -12,18 +12,7 @@
 #include <utility>
 #include <vector>
 
-namespace spdlog {
-class logger;
-namespace details {
-class thread_pool;
-}
-}  // namespace spdlog
-
 namespace cbagate::observability {
-
-namespace detail {
-class line_sink;
-}
 
 /**
  * What happened to one request. Plain values filled in by the session; the record has no field
@@ -86,11 +75,14 @@ struct access_record {
  * U+FFFD, so a line always parses. Truncation (on a character boundary): path 2048 bytes,
  * cert_issuer 1024, every other string 256.
  *
- * Queueing: lines go through a bounded queue to one writer thread (spdlog async logger), so
- * I/O threads never wait on the disk (DESIGN.md: "The I/O threads never block"). When the queue
- * is full the oldest queued line is dropped (overflow policy overrun_oldest) and counted in
- * dropped(): losing a log line under a disk stall beats stalling every connection.
- * Each line is flushed by the writer thread as it is written.
+ * Buffering: write() appends the line to an in-memory buffer (one per group of I/O threads, picked
+ * by thread id, so a connection's lines keep their order) and returns; one writer thread writes
+ * the buffers to the file with one write(2) each, at the latest flush_interval after a line came
+ * or as soon as a buffer passes flush_bytes. I/O threads never wait on the disk (DESIGN.md: "The
+ * I/O threads never block") and do not wake the writer per line: a busy proxy writes its log in
+ * a few large writes per second. The destructor and reopen() write out every buffered line.
+ * When a buffer already holds queue_lines lines (a disk stall), a new line is dropped and
+ * counted in dropped(): losing a log line under a disk stall beats stalling every connection.
  */
 class access_log {
  public:
@@ -98,13 +90,17 @@ class access_log {
   static constexpr std::size_t max_field_bytes = 256;
   static constexpr std::size_t max_path_bytes = 2048;
   static constexpr std::size_t max_issuer_bytes = 1024;
+  /** A line waits at most this long in memory before it is written. */
+  static constexpr std::chrono::milliseconds flush_interval{100};
+  /** A buffer this full is written at once, without waiting for flush_interval. */
+  static constexpr std::size_t flush_bytes = 64 * 1024;
 
   /**
    * Opens the access log.
    * @param path "-" = stdout, "" = off (write() does nothing), otherwise a file opened for
    *             appending, created with mode 0640 (missing directories are not created).
    * @param log_upn whether the "upn" key is written (and the query's User left in clear).
-   * @param queue_lines capacity of the queue to the writer thread (> 0).
+   * @param queue_lines lines one buffer may hold before new ones are dropped (> 0).
    * @return the system error (ENOENT, EACCES, ...) when the file cannot be opened.
    */
   static expected<std::unique_ptr<access_log>> open(std::string_view path, bool log_upn,
@@ -112,10 +108,10 @@ class access_log {
 
   access_log(const access_log&) = delete;
   access_log& operator=(const access_log&) = delete;
-  /** Writes every queued line, then closes the file. */
+  /** Writes every buffered line, then closes the file. */
   ~access_log();
 
-  /** Queues one line. Thread-safe; never blocks on the disk (see dropped()). */
+  /** Buffers one line. Thread-safe; never blocks on the disk (see dropped()). */
   void write(const access_record& r);
 
   /**
@@ -125,24 +121,23 @@ class access_log {
    */
   expected<void> reopen();
 
-  /** Lines dropped because the queue was full, since open(). Thread-safe. */
+  /** Lines dropped because their buffer was full, since open(). Thread-safe. */
   std::uint64_t dropped() const noexcept;
 
   /** False when opened with path "". */
-  bool enabled() const noexcept { return logger_ != nullptr; }
+  bool enabled() const noexcept { return impl_ != nullptr; }
 
   /** The JSON line (without newline) that write() would queue. Pure; for tests and tools. */
   static std::string render_json(const access_record& r, bool log_upn);
 
  private:
-  access_log(bool log_upn, std::shared_ptr<spdlog::details::thread_pool> pool,
-             std::shared_ptr<detail::line_sink> sink, std::shared_ptr<spdlog::logger> logger);
+  struct impl;
+  explicit access_log(std::unique_ptr<impl> i);
 
-  bool log_upn_;
-  // Declared before logger_: destroyed after it, and its destructor drains the queue.
-  std::shared_ptr<spdlog::details::thread_pool> pool_;
-  std::shared_ptr<detail::line_sink> sink_;
-  std::shared_ptr<spdlog::logger> logger_;
+  /** Appends the JSON line (without newline) to `out`. */
+  static void render_into(std::string& out, const access_record& r, bool log_upn);
+
+  std::unique_ptr<impl> impl_;  // null when off
 };
 
 }  // namespace cbagate::observability

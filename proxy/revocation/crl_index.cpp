@@ -11,6 +11,8 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "common/openssl_error.hpp"
+
 namespace cbagate::revocation {
 namespace detail {
 namespace {
@@ -70,23 +72,7 @@ std::string check_extensions(X509_CRL* crl, crl_index& out) {
 
 }  // namespace
 
-std::string openssl_reason() {
-  std::string out;
-  while (const unsigned long e = ERR_get_error()) {
-    std::string one;
-    if (ERR_SYSTEM_ERROR(e)) {
-      one = std::system_category().message(static_cast<int>(ERR_GET_REASON(e)));
-    } else if (const char* reason = ERR_reason_error_string(e)) {
-      one = reason;
-    } else {
-      one = "OpenSSL error " + std::to_string(e);
-    }
-    if (out.find(one) != std::string::npos) continue;
-    if (!out.empty()) out += "; ";
-    out += one;
-  }
-  return out.empty() ? "unknown reason" : out;
-}
+std::string openssl_reason() { return ossl::error_reason(); }
 
 std::string_view reason_name(std::uint8_t code) noexcept {
   switch (code) {

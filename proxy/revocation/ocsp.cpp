@@ -10,11 +10,7 @@
 namespace cbagate::revocation::detail {
 namespace {
 
-template <auto Free>
-struct deleter {
-  template <class T>
-  void operator()(T* p) const noexcept { Free(p); }
-};
+using ossl::deleter;
 using certid_ptr = std::unique_ptr<OCSP_CERTID, deleter<OCSP_CERTID_free>>;
 using request_ptr = std::unique_ptr<OCSP_REQUEST, deleter<OCSP_REQUEST_free>>;
 using response_ptr = std::unique_ptr<OCSP_RESPONSE, deleter<OCSP_RESPONSE_free>>;

@@ -199,6 +199,9 @@ class Mock:
         try:
             with open(self.request_log) as f:
                 for line in f:
+                    # A last line without its newline is still being written: not read yet.
+                    if not line.endswith("\n"):
+                        break
                     line = line.strip()
                     if line:
                         rec = json.loads(line)
@@ -215,6 +218,8 @@ class Mock:
         out = []
         with open(self.request_log) as f:
             for line in f:
+                if not line.endswith("\n"):
+                    break  # still being written
                 if line.strip():
                     out.append(json.loads(line))
         return out
@@ -282,6 +287,8 @@ class Proxy:
         try:
             with open(self.access_log) as f:
                 for line in f:
+                    if not line.endswith("\n"):
+                        break  # still being written
                     line = line.strip()
                     if line:
                         out.append(json.loads(line))

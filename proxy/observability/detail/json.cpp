@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace cbagate::observability::detail {
@@ -55,7 +56,20 @@ void append_json_string(std::string& out, std::string_view s, std::size_t max_by
   static constexpr char hex[] = "0123456789abcdef";
   out.push_back('"');
   std::size_t i = 0;
+  const std::size_t limit = std::min(s.size(), max_bytes);
   while (i < s.size()) {
+    // A run of printable ASCII that needs no escape goes in one append (most of a line).
+    std::size_t j = i;
+    while (j < limit) {
+      const auto c = static_cast<unsigned char>(s[j]);
+      if (c < 0x20U || c >= 0x7FU || c == '"' || c == '\\') break;
+      ++j;
+    }
+    if (j > i) {
+      out.append(s.data() + i, j - i);
+      i = j;
+      continue;
+    }
     const std::size_t len = utf8_sequence_length(s.substr(i));
     const std::size_t used = len == 0 ? 1 : len;
     if (i + used > max_bytes) {

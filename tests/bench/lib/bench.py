@@ -310,7 +310,9 @@ http {{
     # -- proxies ----------------------------------------------------------------------------
     def start_proxy(self, name: str, backend_port: int, key: str = "ec", procs: int = 1) -> dict:
         port = free_port()
-        tag = f"{name}-{port}"
+        # A port can come back in a later rep: the directory name also counts the starts.
+        self.starts = getattr(self, "starts", 0) + 1
+        tag = f"{name}-{port}-{self.starts}"
         d = self.work / tag
         d.mkdir()
         s = self.server[key]
