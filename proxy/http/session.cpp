@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <array>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -210,10 +211,14 @@ bool response_header_ready(Up& up, beast::flat_buffer& ubuf) {
     if (complete()) return true;
     auto& sock = up.socket();
     if (!sock.is_open()) return false;
-    const auto room = ubuf.prepare(std::max<std::size_t>(4096, ubuf.capacity() - ubuf.size()));
-    const ssize_t n = ::recv(sock.native_handle(), room.data(), room.size(), MSG_DONTWAIT);
+    // Into a stack buffer first: a held request (nothing there yet) must not grow ubuf, which
+    // would then stay allocated for the whole hold (4 KiB per held Ping).
+    std::array<char, 4096> tmp;
+    const ssize_t n = ::recv(sock.native_handle(), tmp.data(), tmp.size(), MSG_DONTWAIT);
     if (n <= 0) return false;  // nothing yet, or closed: the asynchronous read tells which
-    ubuf.commit(static_cast<std::size_t>(n));
+    const auto len = static_cast<std::size_t>(n);
+    net::buffer_copy(ubuf.prepare(len), net::buffer(tmp.data(), len));
+    ubuf.commit(len);
     return complete();
   } else {
     (void)up;
