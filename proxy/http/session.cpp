@@ -451,33 +451,11 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
       rchunk = std::max<std::size_t>(static_cast<std::size_t>(*cl), 1);
     chunk = std::make_unique_for_overwrite<char[]>(rchunk);
   }
-  if (res.has_content_length() && !res_p->is_done() && ubuf.size() > 0) {
-    // A small response mostly comes whole with its header: its first body piece is parsed
-    // from ubuf (no wait: every buffered byte is body) and goes out with the header, in one
-    // TLS record and one send. A body that is not there yet never holds the header back.
-    res.body().data = chunk.get();
-    res.body().size = rchunk;
-    auto [ec, n] = co_await bhttp::async_read_some(up, ubuf, *res_p, use_tuple);
-    (void)n;
-    if (ec == bhttp::error::need_buffer) ec = {};
-    if (ec) {
-      rec.error = "upstream_reset";
-      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
-                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return out;
-    }
-    const std::size_t got = rchunk - res.body().size;
-    rec.status = rec.upstream_status;
-    c.tcp().expires_after(body_idle);
-    const error_code wec =
-        co_await write_piece(c.stream, rs, res.body(), chunk.get(), got, !res_p->is_done());
-    if (wec) {
-      rec.error = "client_closed";
-      co_return out;
-    }
-    rec.bytes_out += got;
-  } else {
+  // A small response mostly comes whole with its header: then its first body piece is parsed
+  // from ubuf (no wait: every buffered byte is body) and the relay's first write_piece sends it
+  // with the header, in one TLS record and one send. Otherwise the header goes out at once: a
+  // body that is not there yet never holds it back.
+  if (!(res.has_content_length() && !res_p->is_done() && ubuf.size() > 0)) {
     auto [ec, n] = co_await bhttp::async_write_header(c.stream, rs, use_tuple);
     (void)n;
     if (ec) {
@@ -496,6 +474,14 @@ net::awaitable<outcome> exchange(connection& c, Up& up, upstream::connection& uc
     auto [ec, n] = co_await bhttp::async_read_some(up, ubuf, *res_p, use_tuple);
     (void)n;
     if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec && !rs.is_header_done()) {
+      // Nothing sent yet (the header waits for its first body piece): the client can be told.
+      rec.error = "upstream_reset";
+      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
+                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return out;
+    }
     if (ec) {
       // The backend died mid-response: the client cannot be told by a status any more, only by
       // an incomplete message, so its connection is closed.

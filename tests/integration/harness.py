@@ -615,16 +615,7 @@ class ProxyTestCase(unittest.TestCase):
         """Returns once the mock has logged every request it finished before now. The mock
         (one I/O thread by default) writes a request's log line right after its response; a
         request sent to it directly afterwards is logged after that line."""
-        tag = f"barrier{time.monotonic_ns()}"
-        host, port = self.mock.http.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        try:
-            conn.request("GET", f"/mock/status/204?{tag}")
-            conn.getresponse().read()
-        finally:
-            conn.close()
-        wait_until(lambda: any(tag in (r.get("target") or "") for r in self.mock.all_requests()),
-                   timeout=10, what="the mock's barrier request")
+        mock_barrier(self.mock)
 
     def assertNotForwarded(self, marker):
         # The proxy writes its access-log line after the exchange ends, i.e. after the mock has
@@ -1044,3 +1035,19 @@ class RevocationProxyTestCase(ProxyTestCase):
             return c.request("GET", path)
         finally:
             c.close()
+
+
+def mock_barrier(mock):
+    """Returns once `mock` has logged every request it finished before now. The mock (one I/O
+    thread by default) writes a request's log line right after its response; a request sent to
+    it directly afterwards is logged after that line."""
+    tag = f"barrier{time.monotonic_ns()}"
+    host, port = mock.http.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        conn.request("GET", f"/mock/status/204?{tag}")
+        conn.getresponse().read()
+    finally:
+        conn.close()
+    wait_until(lambda: any(tag in (r.get("target") or "") for r in mock.all_requests()),
+               timeout=10, what="the mock's barrier request")

@@ -16,7 +16,7 @@ import time
 import unittest
 from datetime import datetime, timedelta, timezone
 
-from harness import PKI, Client, Mock, Proxy, metric, unique_name, wait_until
+from harness import PKI, Client, Mock, Proxy, metric, mock_barrier, unique_name, wait_until
 from test_tls import fetch as tls_fetch, pinned
 
 
@@ -136,18 +136,7 @@ class RevocationReloadCase(unittest.TestCase):
                           timeout=10, what=f"access-log line of {marker}")
 
     def backend_barrier(self):
-        # As ProxyTestCase.backend_barrier: once the mock has logged a request sent to it now,
-        # it has logged every request it answered before.
-        tag = f"barrier{time.monotonic_ns()}"
-        host, port = self.mock.http.rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        try:
-            conn.request("GET", f"/mock/status/204?{tag}")
-            conn.getresponse().read()
-        finally:
-            conn.close()
-        wait_until(lambda: any(tag in (r.get("target") or "") for r in self.mock.all_requests()),
-                   timeout=10, what="the mock's barrier request")
+        mock_barrier(self.mock)
 
     def assertNotForwarded(self, marker):
         self.access(marker)  # written after the exchange: a forwarded request is logged by then
