@@ -25,7 +25,8 @@
 #include "config/load.hpp"
 #include "http/metrics.hpp"
 #include "http/runtime.hpp"
-#include "http/session.hpp"
+#include "io_thread.hpp"
+#include "listener.hpp"
 #include "observability/access_log.hpp"
 #include "observability/log.hpp"
 #include "observability/metrics.hpp"
@@ -177,13 +178,6 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   return rt;
 }
 
-tcp::endpoint to_endpoint(const config::endpoint& e, error_code& ec) {
-  std::string host = e.host;
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  auto addr = net::ip::make_address(host.empty() ? std::string("0.0.0.0") : host, ec);
-  return {addr, e.port};
-}
-
 // What the file watch compares (docs/revocation.md "Reload"): a replaced file (new inode), a
 // rewritten one (mtime, size) and a removed one all count as a change.
 struct file_stamp {
@@ -224,21 +218,6 @@ std::vector<file_stamp> stamp_files(const config::snapshot& cfg) {
     if (!p.empty()) out.push_back(stamp_of(p));
   return out;
 }
-
-// Destruction order matters: sessions still running at the drain deadline are coroutine frames
-// suspended on `ioc`, destroyed by its destructor, and their destructors unregister from
-// `state`. So `state` is declared before `ioc` (it outlives it), the acceptors after (they go
-// first), and the pool, whose sockets belong to `ioc`, is dropped before `ioc` is destroyed
-// (the integration test of a drain that cuts a held Ping crashed on exit with the old order).
-struct worker_thread {
-  http::worker state;
-  net::io_context ioc{1};
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  ~worker_thread() { state.pool.reset(); }
-  worker_thread() = default;
-  worker_thread(const worker_thread&) = delete;
-  worker_thread& operator=(const worker_thread&) = delete;
-};
 
 class server {
  public:
@@ -285,12 +264,12 @@ class server {
 
     unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) {
-      auto w = std::make_unique<worker_thread>();
+      auto w = std::make_unique<io_thread>();
       w->state.index = i;
       w->state.count = n;
       workers_.push_back(std::move(w));
     }
-    if (!bind_all(*cfg, error)) {
+    if (!bind_listeners(*cfg, workers_, bound_, error)) {
       log.critical("startup: {}", error);
       std::fprintf(stderr, "cbagate: %s\n", error.c_str());
       return 1;
@@ -301,8 +280,7 @@ class server {
       return 1;
     }
     for (auto& w : workers_) {
-      for (auto& acc : w->acceptors)
-        net::co_spawn(w->ioc, accept_loop(*w, *acc), net::detached);
+      start_listeners(*w, listeners_);
       net::co_spawn(w->ioc, sweep_loop(*w), net::detached);
     }
     // Signals on the main thread's own io_context: SIGHUP reloads, SIGTERM/SIGINT drain.
@@ -344,40 +322,6 @@ class server {
   }
 
  private:
-  bool bind_all(const config::snapshot& cfg, std::string& error) {
-    // Every I/O thread gets its own acceptor on each address (SO_REUSEPORT): the kernel spreads
-    // connections and no accept is shared across threads. Port 0 is resolved by the first bind.
-    for (const auto& listen : cfg.server.listen) {
-      error_code ec;
-      tcp::endpoint ep = to_endpoint(listen, ec);
-      if (ec) {
-        error = "server.listen: bad address '" + listen.host + "': " + ec.message();
-        return false;
-      }
-      for (auto& w : workers_) {
-        auto acc = std::make_unique<tcp::acceptor>(w->ioc);
-        acc->open(ep.protocol(), ec);
-        if (!ec) acc->set_option(tcp::acceptor::reuse_address(true), ec);
-        if (!ec) {
-          int one = 1;
-          if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-            ec = error_code(errno, boost::system::system_category());
-        }
-        if (!ec) acc->bind(ep, ec);
-        if (!ec) acc->listen(net::socket_base::max_listen_connections, ec);
-        if (ec) {
-          error = "server.listen: cannot listen on " + listen.host + ":" +
-                  std::to_string(ep.port()) + ": " + ec.message();
-          return false;
-        }
-        ep = acc->local_endpoint();  // the real port, for the next threads
-        w->acceptors.push_back(std::move(acc));
-      }
-      bound_.push_back(ep);
-    }
-    return true;
-  }
-
   bool start_admin(const config::snapshot& cfg, std::string& error) {
     if (cfg.server.admin_listen.empty()) return true;
     admin_ = std::make_unique<admin::admin_server>(
@@ -419,43 +363,7 @@ class server {
     return boost::json::serialize(o);
   }
 
-  net::awaitable<void> accept_loop(worker_thread& w, tcp::acceptor& acc) {
-    auto& log = *observability::logger("main");
-    net::steady_timer backoff(w.ioc);
-    for (;;) {
-      auto [ec, socket] = co_await acc.async_accept(use_tuple);
-      if (ec) {
-        if (ec == net::error::operation_aborted || !acc.is_open()) co_return;
-        // Out of descriptors or memory: say so and breathe, rather than spin.
-        log.error("accept failed: {}", ec.message());
-        backoff.expires_after(std::chrono::milliseconds(50));
-        co_await backoff.async_wait(use_tuple);
-        continue;
-      }
-      auto rt = runtime_.load();
-      const auto max_conn = rt->cfg->server.max_connections;
-      if (max_conn && metrics_.connections_active.value() >= static_cast<std::int64_t>(max_conn)) {
-        log.warn("server.max_connections ({}) reached: connection refused", max_conn);
-        continue;  // the socket closes here
-      }
-      metrics_.connections_total.inc();
-      if (w.state.pool_runtime != rt.get()) {
-        w.state.pool = std::make_shared<upstream::pool>(w.ioc.get_executor(), rt->cfg, rt->upstream_tls);
-        w.state.pool_runtime = rt.get();
-      }
-      net::co_spawn(w.ioc, http::run_session(std::move(socket), std::move(rt), w.state),
-                    [](std::exception_ptr e) {
-                      if (!e) return;
-                      try {
-                        std::rethrow_exception(e);
-                      } catch (const std::exception& ex) {
-                        observability::logger("http")->error("session ended by an exception (a bug): {}", ex.what());
-                      }
-                    });
-    }
-  }
-
-  net::awaitable<void> sweep_loop(worker_thread& w) {
+  net::awaitable<void> sweep_loop(io_thread& w) {
     net::steady_timer t(w.ioc);
     while (!w.state.draining) {
       t.expires_after(std::chrono::seconds(5));
@@ -550,12 +458,9 @@ class server {
     }
   }
 
-  static net::awaitable<void> drain_worker(worker_thread& w, std::chrono::steady_clock::time_point deadline) {
+  static net::awaitable<void> drain_worker(io_thread& w, std::chrono::steady_clock::time_point deadline) {
     w.state.draining = true;
-    for (auto& acc : w.acceptors) {
-      error_code ec;
-      acc->close(ec);
-    }
+    close_listeners(w);
     net::steady_timer t(w.ioc);
     while (std::chrono::steady_clock::now() < deadline) {
       // Idle keep-alive connections end now; busy ones end after their current response.
@@ -617,8 +522,9 @@ class server {
   net::steady_timer* watch_ = nullptr;            // main thread only
   std::atomic<std::shared_ptr<const config::snapshot>> cfg_;
   std::atomic<std::shared_ptr<const http::runtime>> runtime_;
+  listener_env listeners_{runtime_, metrics_};  // what the accept loops read
   std::unique_ptr<observability::access_log> access_log_;
-  std::vector<std::unique_ptr<worker_thread>> workers_;
+  std::vector<std::unique_ptr<io_thread>> workers_;
   std::vector<tcp::endpoint> bound_;
   net::io_context admin_ioc_{1};
   std::unique_ptr<admin::admin_server> admin_;

@@ -1,0 +1,26 @@
+#include "http/connection.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/write.hpp>
+
+namespace cbagate::http {
+
+namespace net = boost::asio;
+namespace bhttp = boost::beast::http;
+
+net::awaitable<void> send_local(connection& c, observability::access_record& rec, reply r,
+                                int substatus, bool keep_alive, unsigned version) {
+  const local_reply_info info = info_for(r, substatus);
+  keep_alive = keep_alive && !info.must_close;
+  auto res = make_local_reply(info, version, keep_alive);
+  rec.status = static_cast<int>(res.result_int());
+  rec.substatus = substatus;
+  if (rec.error.empty()) rec.error = std::string(info.code);
+  c.tcp().expires_after(detail::ms(c.rt.cfg->timeouts.body_idle));
+  auto [ec, n] = co_await bhttp::async_write(c.stream, res, net::as_tuple(net::use_awaitable));
+  (void)n;
+  if (ec) rec.error = rec.error.empty() ? "client_closed" : rec.error;
+}
+
+}  // namespace cbagate::http

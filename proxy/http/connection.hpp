@@ -1,0 +1,73 @@
+#pragma once
+// One client connection as the request phases see it (session.cpp) and the relay streams over
+// it (relay.cpp): the TLS stream, its read buffer, the runtime it started with and what it keeps
+// between its requests. Internal to http/ (not a public header of the module).
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+
+#include "http/local_reply.hpp"
+#include "http/runtime.hpp"
+#include "http/tls_stream.hpp"
+#include "identity/client_identity.hpp"
+#include "observability/access_log.hpp"
+
+namespace cbagate::http {
+
+/**
+ * Everything a client connection keeps between its requests. Lives in run_session's coroutine
+ * frame; the phases and the relay get it by reference. State that must outlive one request
+ * and belong to this client only (a backend connection pinned to it, a mapping verdict
+ * re-checked after a TTL) is added here, never to the worker or the pool.
+ */
+struct connection {
+  tls_stream& stream;
+  boost::beast::flat_buffer& buf;  // bytes read from the client and not yet consumed
+  const runtime& rt;
+  worker& w;
+  session_handle& handle;
+  const identity::client_identity& id;  // from the handshake; immutable for the connection
+  std::uint64_t conn_id;
+  std::uint64_t requests = 0;
+  std::string client;  // "ip:port"
+  std::string client_ip;
+  std::string sni;
+  std::string tls_version;
+  bool resumed = false;
+  std::shared_ptr<upstream::pool> pool;  // of this connection's runtime
+
+  tls_stream& tcp() { return stream; }
+};
+
+/** What one exchange with the backend ended with; decides keep-alive on both sides. */
+struct outcome {
+  bool client_keep_alive = false;
+  bool upstream_reusable = false;  // the backend connection may go back to the pool
+};
+
+namespace detail {
+
+template <class D>
+std::int64_t micros(D d) {
+  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
+}
+
+inline std::chrono::milliseconds ms(config::seconds_f s) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(s);
+}
+
+}  // namespace detail
+
+/**
+ * Sends a local reply (the table row of `r`, `substatus`) to the client and fills `rec`'s
+ * status, substatus and (when still empty) error code. The reply keeps the connection only
+ * when `keep_alive` and the row allow it. A failed write only marks `rec.error` ("client_closed"
+ * when nothing else was recorded); the caller ends the connection anyway.
+ */
+boost::asio::awaitable<void> send_local(connection& c, observability::access_record& rec, reply r,
+                                        int substatus, bool keep_alive, unsigned version = 11);
+
+}  // namespace cbagate::http

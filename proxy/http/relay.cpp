@@ -1,0 +1,424 @@
+#include "http/relay.hpp"
+
+#include <algorithm>
+#include <array>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include "http/sanitize.hpp"
+#include "observability/log.hpp"
+
+namespace cbagate::http {
+namespace {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using namespace net::experimental::awaitable_operators;
+using steady = std::chrono::steady_clock;
+using detail::micros;
+using detail::ms;
+
+constexpr auto use_tuple = net::as_tuple(net::use_awaitable);
+constexpr std::size_t relay_chunk = 16384;
+
+bool is_disconnect(const error_code& ec) {
+  return ec == net::error::eof || ec == net::ssl::error::stream_truncated ||
+         ec == net::error::connection_reset || ec == net::error::broken_pipe ||
+         ec == net::error::operation_aborted || ec == beast::error::timeout;
+}
+
+// --- waiting for the response while watching the client ------------------------------------------
+
+// Completes only when the client has gone away (FIN, reset or TLS close) while its request is
+// held upstream - the case of a phone dropping a held Ping. Bytes the client sends meanwhile
+// (a pipelined request) stay in c.buf for later, and watching stops.
+net::awaitable<void> watch_client(connection& c) {
+  auto& sock = c.tcp().socket();
+  c.tcp().expires_never();
+  auto [wec] = co_await sock.async_wait(net::socket_base::wait_read, use_tuple);
+  if (!wec) {
+    auto [ec, n] = co_await c.stream.async_read_some(c.buf.prepare(relay_chunk), use_tuple);
+    if (ec) co_return;  // closed or broken: the client is gone
+    c.buf.commit(n);
+  } else if (wec == net::error::operation_aborted) {
+    co_return;  // cancelled because the response came first; the result is ignored
+  }
+  net::steady_timer forever(c.stream.get_executor(), steady::time_point::max());
+  co_await forever.async_wait(use_tuple);
+}
+
+// The lean watch of a held request: shared with the readiness handler, which may run after the
+// exchange has moved on (then `live` is false and it does nothing).
+struct client_watch {
+  explicit client_watch(beast::tcp_stream* up) : upstream(up) {}
+  beast::tcp_stream* upstream;
+  bool live = true;
+  bool fired = false;
+};
+
+// True when a whole response header is already at hand for a plain backend connection: in
+// ubuf, or in the socket (read into ubuf without waiting). A TLS backend is never asked (its
+// bytes go through OpenSSL).
+template <class Up>
+bool response_header_ready(Up& up, beast::flat_buffer& ubuf) {
+  const auto complete = [&ubuf] {
+    const std::string_view d(static_cast<const char*>(ubuf.data().data()), ubuf.size());
+    return d.find("\r\n\r\n") != std::string_view::npos;
+  };
+  if constexpr (std::is_same_v<Up, beast::tcp_stream>) {
+    if (complete()) return true;
+    auto& sock = up.socket();
+    if (!sock.is_open()) return false;
+    // Into a stack buffer first: a held request (nothing there yet) must not grow ubuf, which
+    // would then stay allocated for the whole hold (4 KiB per held Ping).
+    std::array<char, 4096> tmp;
+    const ssize_t n = ::recv(sock.native_handle(), tmp.data(), tmp.size(), MSG_DONTWAIT);
+    if (n <= 0) return false;  // nothing yet, or closed: the asynchronous read tells which
+    const auto len = static_cast<std::size_t>(n);
+    net::buffer_copy(ubuf.prepare(len), net::buffer(tmp.data(), len));
+    ubuf.commit(len);
+    return complete();
+  } else {
+    (void)up;
+    (void)ubuf;
+    return false;
+  }
+}
+
+template <class Up>
+net::awaitable<error_code> read_response_header(Up& up, beast::flat_buffer& ubuf,
+                                                bhttp::response_parser<bhttp::buffer_body>& p) {
+  auto [ec, n] = co_await bhttp::async_read_header(up, ubuf, p, use_tuple);
+  (void)n;
+  co_return ec;
+}
+
+// Writes one piece of a buffer_body message through its serializer; size 0 with more == false
+// ends the body. An empty piece must be data == nullptr: given a zero-size buffer, Beast's
+// chunked serializer writes "0\r\n\r\n" as a chunk and then the last chunk again, and the extra
+// bytes desynchronize the peer (a pooled backend answers them as a next request). need_buffer
+// is Beast asking for the next piece, not an error.
+template <class Stream, class Serializer>
+net::awaitable<error_code> write_piece(Stream& stream, Serializer& sr,
+                                       bhttp::buffer_body::value_type& body, char* data,
+                                       std::size_t size, bool more) {
+  body.data = size ? data : nullptr;
+  body.size = size;
+  body.more = more;
+  auto [ec, n] = co_await bhttp::async_write(stream, sr, use_tuple);
+  (void)n;
+  if (ec == bhttp::error::need_buffer) ec = {};
+  co_return ec;
+}
+
+// --- one exchange, in three steps ------------------------------------------------------------------
+
+// What the three steps of one exchange share. Lives in run_exchange's frame.
+template <class Up>
+struct exchange {
+  connection& c;
+  Up& up;
+  beast::tcp_stream& utcp;  // the backend's TCP layer: its deadlines
+  bhttp::request_parser<bhttp::buffer_body>& req_p;
+  const relay_plan& plan;
+  observability::access_record& rec;
+  steady::time_point t0;
+  std::chrono::milliseconds body_idle;
+  std::unique_ptr<char[]> chunk;  // the relay buffer, request body then response body
+  beast::flat_buffer ubuf;        // bytes read from the backend and not yet parsed
+  std::optional<bhttp::response_parser<bhttp::buffer_body>> res_p;
+};
+
+// Step 1: 100 Continue when asked, the request header, then body chunks as they come. False
+// when the exchange ended here (recorded in rec, answered when the client can be told).
+template <class Up>
+net::awaitable<bool> send_request(exchange<Up>& x) {
+  connection& c = x.c;
+  auto& req_p = x.req_p;
+  auto& req = req_p.get();
+  auto& rec = x.rec;
+
+  // 100 Continue now that the backend is ready: the client sends its body only from here on.
+  if (x.plan.send_continue) {
+    bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+    c.tcp().expires_after(x.body_idle);
+    auto [ec, n] = co_await bhttp::async_write(c.stream, cont, use_tuple);
+    (void)n;
+    if (ec) {
+      rec.error = "client_closed";
+      co_return false;
+    }
+  }
+
+  bhttp::request_serializer<bhttp::buffer_body> sr{req};
+  req.body().data = nullptr;
+  req.body().size = 0;
+  req.body().more = x.plan.request_has_body;
+  x.utcp.expires_after(x.body_idle);
+  {
+    auto [ec, n] = co_await bhttp::async_write_header(x.up, sr, use_tuple);
+    (void)n;
+    if (ec) {
+      rec.error = "upstream_write_failed";
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return false;
+    }
+  }
+  if (!x.plan.request_has_body) co_return true;
+
+  x.chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);  // not zeroed: 16 KiB memset
+  if (c.buf.capacity() < relay_chunk) c.buf.reserve(relay_chunk);  // body reads: full pieces
+  while (!req_p.is_done()) {
+    req.body().data = x.chunk.get();
+    req.body().size = relay_chunk;
+    c.tcp().expires_after(x.body_idle);
+    // read_some, not read: relay what has come instead of waiting for a full buffer.
+    auto [rec_ec, rn] = co_await bhttp::async_read_some(c.stream, c.buf, req_p, use_tuple);
+    (void)rn;
+    if (rec_ec == bhttp::error::need_buffer) rec_ec = {};
+    if (rec_ec) {
+      rec.error = is_disconnect(rec_ec) ? "client_closed" : "bad_request_body";
+      if (!is_disconnect(rec_ec) && rec_ec != bhttp::error::partial_message)
+        co_await send_local(c, rec, reply::bad_request, 0, false);
+      co_return false;
+    }
+    const std::size_t got = relay_chunk - req.body().size;
+    rec.bytes_in += got;
+    if (x.plan.max_body && rec.bytes_in > x.plan.max_body) {
+      rec.error = "body_too_large";
+      co_await send_local(c, rec, reply::body_too_large, 0, false);
+      co_return false;
+    }
+    if (got == 0 && !req_p.is_done()) continue;  // only framing parsed (a chunk header)
+    x.utcp.expires_after(x.body_idle);
+    const error_code wec =
+        co_await write_piece(x.up, sr, req.body(), x.chunk.get(), got, !req_p.is_done());
+    if (wec) {
+      rec.error = "upstream_write_failed";
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return false;
+    }
+  }
+  if (!sr.is_done()) {
+    x.utcp.expires_after(x.body_idle);
+    const error_code wec = co_await write_piece(x.up, sr, req.body(), nullptr, 0, false);
+    if (wec) {
+      rec.error = "upstream_write_failed";
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return false;
+    }
+  }
+  co_return true;
+}
+
+// Step 2: the final response header, held as long as the route allows (ActiveSync Ping: up to
+// an hour) while watching for the client to go away; interim responses are skipped. A held
+// request keeps no relay or read buffer, nor the request header it has sent (the parser's
+// state stays: is_done() in step 3). False when the exchange ended here.
+template <class Up>
+net::awaitable<bool> receive_response_header(exchange<Up>& x) {
+  connection& c = x.c;
+  auto& rec = x.rec;
+  x.req_p.get().base() = bhttp::request_header<>{};
+  x.chunk.reset();
+  if (c.buf.size() == 0) c.buf.shrink_to_fit();
+  for (;;) {
+    auto& res_p = x.res_p.emplace();
+    res_p.header_limit(static_cast<std::uint32_t>(c.rt.cfg->limits.max_response_header_bytes));
+    res_p.body_limit(boost::none);
+    if (x.plan.head) res_p.skip(true);
+    x.utcp.expires_after(x.plan.response_timeout);
+    error_code ec;
+    if (response_header_ready(x.up, x.ubuf)) {
+      // The backend has answered already (a quick request): nothing to watch for, and no
+      // readiness wait to register on the client socket (an epoll_ctl per request).
+      std::size_t hn = 0;
+      std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
+    } else {
+      // A held request (an ActiveSync Ping, up to an hour) keeps only the upstream read and a
+      // readiness wait on the client socket, whose handler cancels that read when the client
+      // shows a sign of life. Only then (rare) do both sides get a coroutine each
+      // (watch_client), which tells a client gone from a pipelined request.
+      auto watch = std::make_shared<client_watch>(&x.utcp);
+      c.tcp().expires_never();
+      c.tcp().socket().async_wait(net::socket_base::wait_read, [watch](const error_code&) {
+        if (!watch->live) return;
+        watch->fired = true;
+        watch->upstream->cancel();
+      });
+      std::size_t hn = 0;
+      std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
+      watch->live = false;
+      if (!watch->fired) {
+        error_code ignored;
+        c.tcp().socket().cancel(ignored);
+      } else if (ec == net::error::operation_aborted) {
+        auto r = co_await (read_response_header(x.up, x.ubuf, res_p) || watch_client(c));
+        if (r.index() == 1) {
+          rec.error = "client_closed";
+          rec.status = 499;  // nginx's convention for "client closed the request"
+          co_return false;
+        }
+        ec = std::get<0>(r);
+      }
+    }
+    if (ec) {
+      const bool timeout = ec == beast::error::timeout;
+      rec.error = timeout ? "upstream_timeout" : "upstream_reset";
+      spdlog::logger& log = *observability::logger("http");
+      log.warn("conn={} req={} upstream {} failed before the response header: {}", c.conn_id,
+               rec.req_id, rec.upstream, timeout ? std::string("response timeout") : ec.message());
+      co_await send_local(c, rec, timeout ? reply::upstream_timeout : reply::upstream_reset, 0, false);
+      co_return false;
+    }
+    const unsigned code = res_p.get().result_int();
+    if (code >= 100 && code < 200) {
+      if (code == 101) {  // no protocol upgrades through this proxy
+        rec.error = "upstream_upgrade";
+        co_await send_local(c, rec, reply::upstream_reset, 0, false);
+        co_return false;
+      }
+      continue;  // interim responses are the proxy's business, not the client's
+    }
+    co_return true;
+  }
+}
+
+// Step 3: the response, re-framed for the client, header then body pieces as they come.
+template <class Up>
+net::awaitable<outcome> relay_response(exchange<Up>& x) {
+  connection& c = x.c;
+  auto& rec = x.rec;
+  auto& res_p = *x.res_p;
+  outcome out;
+  rec.upstream_first_byte_us = micros(steady::now() - x.t0);
+  auto& res = res_p.get();
+  rec.upstream_status = static_cast<int>(res.result_int());
+  const bool upstream_keep_alive = res.keep_alive();
+  sanitize_response(res);
+  // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
+  // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
+  const bool client_11 = x.plan.client_version >= 11;
+  bool client_keep_alive = x.plan.client_keep_alive && !c.w.draining;
+  if (!res.has_content_length() && !x.plan.head && res.result_int() != 204 &&
+      res.result_int() != 304) {
+    if (client_11)
+      res.chunked(true);
+    else
+      client_keep_alive = false;
+  }
+  res.version(x.plan.client_version);
+  res.keep_alive(client_keep_alive);
+
+  bhttp::response_serializer<bhttp::buffer_body> rs{res};
+  res.body().data = nullptr;
+  res.body().size = 0;
+  res.body().more = !res_p.is_done();
+  c.tcp().expires_after(x.body_idle);
+  // The relay buffer: a known small body needs no more than its length (not zeroed).
+  std::size_t rchunk = relay_chunk;
+  if (const auto cl = res_p.content_length(); cl && *cl < relay_chunk)
+    rchunk = std::max<std::size_t>(static_cast<std::size_t>(*cl), 1);
+  x.chunk = std::make_unique_for_overwrite<char[]>(rchunk);
+  // A small response mostly comes whole with its header: then its first body piece is parsed
+  // from ubuf (no wait: every buffered byte is body) and the relay's first write_piece sends it
+  // with the header, in one TLS record and one send. Otherwise the header goes out at once: a
+  // body that is not there yet never holds it back.
+  if (!(res.has_content_length() && !res_p.is_done() && x.ubuf.size() > 0)) {
+    auto [ec, n] = co_await bhttp::async_write_header(c.stream, rs, use_tuple);
+    (void)n;
+    if (ec) {
+      rec.status = rec.upstream_status;
+      rec.error = "client_closed";
+      co_return out;
+    }
+  }
+  rec.status = rec.upstream_status;
+  while (!res_p.is_done()) {
+    res.body().data = x.chunk.get();
+    res.body().size = rchunk;
+    x.utcp.expires_after(x.body_idle);
+    // read_some, not read: a long-poll (OWA notifications) trickles small chunks that must
+    // reach the client as they come, not once a whole buffer is full.
+    auto [ec, n] = co_await bhttp::async_read_some(x.up, x.ubuf, res_p, use_tuple);
+    (void)n;
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec && !rs.is_header_done()) {
+      // Nothing sent yet (the header waits for its first body piece): the client can be told.
+      rec.error = "upstream_reset";
+      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
+                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return out;
+    }
+    if (ec) {
+      // The backend died mid-response: the client cannot be told by a status any more, only by
+      // an incomplete message, so its connection is closed.
+      rec.error = ec == beast::error::timeout ? "upstream_timeout" : "upstream_reset";
+      observability::logger("http")->warn(
+          "conn={} req={} upstream {} failed mid-response after {} bytes: {}", c.conn_id,
+          rec.req_id, rec.upstream, rec.bytes_out, ec.message());
+      co_return out;
+    }
+    const std::size_t got = rchunk - res.body().size;
+    if (got == 0 && !res_p.is_done()) continue;  // only framing parsed (a chunk header)
+    c.tcp().expires_after(x.body_idle);
+    const error_code wec =
+        co_await write_piece(c.stream, rs, res.body(), x.chunk.get(), got, !res_p.is_done());
+    if (wec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+    rec.bytes_out += got;
+  }
+  if (!rs.is_done()) {
+    c.tcp().expires_after(x.body_idle);
+    const error_code wec = co_await write_piece(c.stream, rs, res.body(), nullptr, 0, false);
+    if (wec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+  }
+  out.client_keep_alive = client_keep_alive;
+  // The backend connection is reused only after a clean, complete exchange.
+  if (upstream_keep_alive && res_p.is_done() && x.req_p.is_done() && x.ubuf.size() == 0)
+    out.upstream_reusable = true;
+  co_return out;
+}
+
+template <class Up>
+net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection& uc,
+                                     bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                     const relay_plan& plan, observability::access_record& rec,
+                                     steady::time_point t0) {
+  exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, ms(c.rt.cfg->timeouts.body_idle), {}, {}, {}};
+  if (!co_await send_request(x)) co_return outcome{};
+  if (!co_await receive_response_header(x)) co_return outcome{};
+  co_return co_await relay_response(x);
+}
+
+}  // namespace
+
+net::awaitable<outcome> relay(connection& c, upstream::connection& uc,
+                              bhttp::request_parser<bhttp::buffer_body>& req_p,
+                              const relay_plan& plan, observability::access_record& rec,
+                              steady::time_point t0) {
+  return uc.visit([&](auto& up) { return run_exchange(c, up, uc, req_p, plan, rec, t0); });
+}
+
+}  // namespace cbagate::http

@@ -1,0 +1,46 @@
+#pragma once
+// The streaming relay (STYLE.md 4 step 7): the request header and body to the backend, the
+// response header (held as long as the route allows, watching the client), the response body
+// back, piece by piece with a deadline per piece. Bodies are never buffered whole.
+#include <chrono>
+#include <cstdint>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+
+#include "http/connection.hpp"
+#include "observability/access_log.hpp"
+#include "upstream/pool.hpp"
+
+namespace cbagate::http {
+
+/** What the phases before the relay decided about one exchange. */
+struct relay_plan {
+  bool request_has_body = false;
+  bool send_continue = false;  // the client sent Expect: 100-continue
+  bool head = false;
+  std::uint64_t max_body = 0;  // 0 = unlimited
+  std::chrono::milliseconds response_timeout{0};
+  // The client's own version and keep-alive wish, taken before the request is rewritten for
+  // the backend (HTTP/1.1, keep-alive, Connection removed): the response is framed for these.
+  unsigned client_version = 11;
+  bool client_keep_alive = false;
+};
+
+/**
+ * Streams the request in `req_p` (its header parsed, already rewritten for the backend; its
+ * body still in the client stream) to `uc`, and the response back to the client. Sends the
+ * local error reply itself while nothing of the response has gone to the client yet.
+ * @param t0 when the request began (for rec.upstream_first_byte_us).
+ * @return whether the client connection and the backend connection may be reused; `rec` gets
+ *   status, bytes and the error code. The caller releases or drops `uc`.
+ * Runs on the client connection's thread; `c`, `uc`, `req_p`, `plan` and `rec` must outlive
+ * the returned awaitable.
+ */
+boost::asio::awaitable<outcome> relay(connection& c, upstream::connection& uc,
+                                      boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                                      const relay_plan& plan, observability::access_record& rec,
+                                      std::chrono::steady_clock::time_point t0);
+
+}  // namespace cbagate::http
