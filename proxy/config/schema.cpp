@@ -81,6 +81,10 @@ void apply_route_prefix(cursor& c) {
 bool kerberos_mode(cursor& c) { return c.snap().identity.mode == identity_mode::kerberos; }
 
 constexpr std::string_view file_constraint = "a readable file; relative to this file's directory";
+// Rows that name a secret (cursor::secret_file): also no permission for group or others.
+constexpr std::string_view secret_constraint =
+    "a readable file, mode without group or other bits (e.g. 0600); relative to this file's "
+    "directory";
 
 // The schema. Order: parents before children; identity before kerberos (kerberos keys depend on
 // identity.mode); the same order as config/cbagate.toml.
@@ -120,9 +124,10 @@ constexpr schema_row rows[] = {
      .doc = "Server certificate chain (PEM): the leaf first, then its intermediates.",
      .apply = [](cursor& c) { c.snap().tls.certificate = c.input_file(); }},
     {.key = "tls.private_key", .kind = value_kind::string, .need = presence::required,
-     .constraint = file_constraint,
-     .doc = "Private key of tls.certificate (PEM). Keep it readable by the proxy only.",
-     .apply = [](cursor& c) { c.snap().tls.private_key = c.input_file(); }},
+     .constraint = secret_constraint,
+     .doc = "Private key of tls.certificate (PEM). Refused unless readable by its owner only "
+            "(no permission for group or others, as ssh requires: chmod 600).",
+     .apply = [](cursor& c) { c.snap().tls.private_key = c.secret_file(); }},
     {.key = "tls.client_ca", .kind = value_kind::string, .need = presence::required,
      .constraint = file_constraint,
      .doc = "Trust anchors for client certificates (PEM bundle), the analogue of Active "
@@ -182,9 +187,9 @@ constexpr schema_row rows[] = {
      .doc = "Certificate chain (PEM) for these names, leaf first.",
      .apply = [](cursor& c) { c.snap().tls.sni[c.index()].certificate = c.input_file(); }},
     {.key = "tls.sni.private_key", .kind = value_kind::string, .need = presence::required,
-     .constraint = file_constraint,
-     .doc = "Private key (PEM) of this certificate.",
-     .apply = [](cursor& c) { c.snap().tls.sni[c.index()].private_key = c.input_file(); }},
+     .constraint = secret_constraint,
+     .doc = "Private key (PEM) of this certificate; owner-only permissions, like tls.private_key.",
+     .apply = [](cursor& c) { c.snap().tls.sni[c.index()].private_key = c.secret_file(); }},
 
     // ---------------------------------------------------------------- [revocation]
     {.key = "revocation", .kind = value_kind::table,
@@ -382,9 +387,10 @@ constexpr schema_row rows[] = {
      .doc = "Kerberos constrained delegation; used (and required) when identity.mode = "
             "\"kerberos\"."},
     {.key = "kerberos.keytab", .kind = value_kind::string, .need = presence::kerberos,
-     .constraint = file_constraint,
-     .doc = "Keytab with the key of kerberos.principal.",
-     .apply = [](cursor& c) { c.snap().kerberos.keytab = c.input_file(kerberos_mode(c)); }},
+     .constraint = secret_constraint,
+     .doc = "Keytab with the key of kerberos.principal; refused unless readable by its owner only "
+            "(chmod 600).",
+     .apply = [](cursor& c) { c.snap().kerberos.keytab = c.secret_file(kerberos_mode(c)); }},
     {.key = "kerberos.principal", .kind = value_kind::string, .need = presence::kerberos,
      .constraint = "no spaces",
      .doc = "The proxy's service principal as in the keytab (HTTP/cbagate.corp.example.com@"

@@ -216,8 +216,22 @@ class StartupFailure(TempDirCase):
         key = os.path.join(self.tmp, "garbage.key")
         with open(key, "w") as f:
             f.write("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+        os.chmod(key, 0o600)  # refused for its content, not for its mode
         path = write_config(self.tmp, sections={"tls": {"private_key": key}})
-        self.assertStartFails(path, key)
+        self.assertStartFails(path, key, "private key")
+
+    def test_private_key_readable_by_others(self):
+        # Like ssh: a key that group or others may read stops startup, naming the file and mode.
+        key = os.path.join(self.tmp, "open.key")
+        shutil.copyfile(os.path.join(PKI, "server.key"), key)
+        os.chmod(key, 0o644)
+        path = write_config(self.tmp, sections={"tls": {"private_key": key}})
+        self.assertStartFails(path, f"tls.private_key: {key} is accessible by group or others "
+                                    f"(mode 0644); a secret must be readable by its owner only: "
+                                    f"chmod 600 {key}")
+        self.assertEqual(check(path).returncode, 2)
+        os.chmod(key, 0o600)
+        self.assertEqual(check(path).returncode, 0, check(path).stderr)
 
     def test_private_key_of_another_certificate(self):
         key = os.path.join(PKI, "clients", "bob.key")
@@ -349,9 +363,21 @@ class Reload(TempDirCase):
         garbage = os.path.join(self.tmp, "reload-garbage.key")
         with open(garbage, "w") as f:
             f.write("not a key\n")
+        os.chmod(garbage, 0o600)  # refused for its content, not for its mode
         self.proxy.write_config([f"http://{self.mock.http}"], sections={"tls": {"private_key": garbage}})
         self.reload_and_wait("keeping the running configuration")
         self.assertIn(garbage, self.proxy.process.output())
+        status, _ = fetch(self.proxy, f"/owa/?marker={self.marker()}", cert="alice")
+        self.assertEqual(status, 200)
+
+    def test_sighup_with_a_key_readable_by_others_keeps_the_old_one(self):
+        key = os.path.join(self.tmp, "reload-open.key")
+        shutil.copyfile(os.path.join(PKI, "server.key"), key)
+        os.chmod(key, 0o640)
+        self.proxy.write_config([f"http://{self.mock.http}"], sections={"tls": {"private_key": key}})
+        self.reload_and_wait("keeping the running one")
+        self.assertIn(f"{key} is accessible by group or others (mode 0640)",
+                      self.proxy.process.output())
         status, _ = fetch(self.proxy, f"/owa/?marker={self.marker()}", cert="alice")
         self.assertEqual(status, 200)
 

@@ -1,5 +1,6 @@
 #include "config/detail/cursor.hpp"
 
+#include "config/secret_file.hpp"
 #include "config/validate.hpp"
 
 #include <fcntl.h>
@@ -88,6 +89,15 @@ std::string cursor::input_file(bool check) {
     return {};
   }
   return check ? check_input_file(text, where_, key_) : resolve(text);
+}
+
+std::string cursor::secret_file(bool check) {
+  const std::size_t errors_before = ctx_.errors.size();
+  std::string path = input_file(check);
+  // Only a file that exists and opens gets the permission check: one error per key.
+  if (!check || path.empty() || ctx_.errors.size() != errors_before) return path;
+  if (auto problem = secret_file_problem(path)) error(std::move(*problem));
+  return path;
 }
 
 std::vector<std::string> cursor::input_files() {

@@ -93,6 +93,10 @@ class cursor {
    *  is true; "" stays "" (an error when `check` is true and the row is not optional). */
   std::string input_file(bool check = true);
   std::vector<std::string> input_files();
+  /** An input file that holds a secret (private key, keytab, ticket keys, password): as
+   *  input_file(check), and when checked, refused if group or others may access it
+   *  (config::secret_file_problem). Every row that names a secret uses this. */
+  std::string secret_file(bool check = true);
   /** An output file: each of `specials` ("-", "") is returned as is, else the absolute path,
    *  whose directory must exist. */
   std::string output_file(std::initializer_list<std::string_view> specials);

@@ -36,13 +36,16 @@ class temp_dir {
   const fs::path& path() const noexcept { return path_; }
   std::string str() const { return path_.string(); }
 
-  /** Writes `content` to `relative` (creating directories) and returns the absolute path. */
+  /** Writes `content` to `relative` (creating directories) and returns the absolute path.
+   *  The file is owner-only (0600), as secrets must be (config::secret_file_problem). */
   std::string write(const std::string& relative, const std::string& content = "dummy\n") const {
     const fs::path p = path_ / relative;
     fs::create_directories(p.parent_path());
     std::ofstream out(p, std::ios::binary);
     out << content;
     REQUIRE(out.good());
+    out.close();
+    fs::permissions(p, fs::perms::owner_read | fs::perms::owner_write);
     return p.string();
   }
 

@@ -1,5 +1,6 @@
 #include "config/load.hpp"
 
+#include "config/secret_file.hpp"
 #include "config_fixture.hpp"
 
 #include <doctest/doctest.h>
@@ -841,4 +842,71 @@ TEST_CASE("config: check_config answers like nginx -t") {
                            path + ":3:1: server.thread: unknown key; did you mean \"threads\"?\n"
                            "cbagate: configuration file " + path + " test failed\n");
   }
+}
+
+TEST_CASE("config: a secret file open to group or others stops the load, naming file and mode") {
+  temp_dir dir;
+  write_server_files(dir);
+  const std::string key = dir.str() + "/server.key";
+  SUBCASE("tls.private_key 0644") {
+    REQUIRE(::chmod(key.c_str(), 0644) == 0);
+    const std::string m = only_error(load(minimal, dir), "tls.private_key",
+                                     find_in(minimal, "\"server.key\""));
+    CHECK(m == key + " is accessible by group or others (mode 0644); a secret must be readable "
+                     "by its owner only: chmod 600 " + key);
+  }
+  SUBCASE("group read only (0640) and other write only (0602) are refused too") {
+    for (const ::mode_t mode : {0640, 0602, 0660, 0604}) {
+      REQUIRE(::chmod(key.c_str(), mode) == 0);
+      const auto r = load(minimal, dir);
+      REQUIRE(r.errors.size() == 1);
+      CHECK(r.errors[0].key == "tls.private_key");
+    }
+  }
+  SUBCASE("owner-only modes load") {
+    for (const ::mode_t mode : {0600, 0400}) {
+      REQUIRE(::chmod(key.c_str(), mode) == 0);
+      CHECK(load(minimal, dir).ok());
+    }
+  }
+  SUBCASE("a symbolic link is judged by the file it points to") {
+    const std::string target = dir.write("real.key");
+    REQUIRE(::chmod(target.c_str(), 0644) == 0);
+    std::filesystem::remove(key);
+    std::filesystem::create_symlink(target, key);
+    const std::string m = only_error(load(minimal, dir), "tls.private_key",
+                                     find_in(minimal, "\"server.key\""));
+    CHECK(contains(m, "(mode 0644)"));
+  }
+  SUBCASE("an [[tls.sni]] key") {
+    const std::string a = dir.write("a.key");
+    dir.write("a.pem");
+    REQUIRE(::chmod(a.c_str(), 0604) == 0);
+    const std::string text = minimal + "[[tls.sni]]\nserver_names = [\"a.lab.test\"]\n"
+                                       "certificate = \"a.pem\"\nprivate_key = \"a.key\"\n";
+    const std::string m = only_error(load(text, dir), "tls.sni[0].private_key",
+                                     find_in(text, "\"a.key\""));
+    CHECK(contains(m, a + " is accessible by group or others (mode 0604)"));
+  }
+  SUBCASE("the keytab in kerberos mode") {
+    const std::string kt = dir.write("cbagate.keytab");
+    REQUIRE(::chmod(kt.c_str(), 0640) == 0);
+    const std::string text = minimal + "[identity]\nmode = \"kerberos\"\n[kerberos]\n"
+                                       "keytab = \"cbagate.keytab\"\nprincipal = \"HTTP/p@R\"\n"
+                                       "target_spn = \"HTTP/t\"\n";
+    const std::string m = only_error(load(text, dir), "kerberos.keytab",
+                                     find_in(text, "\"cbagate.keytab\""));
+    CHECK(contains(m, kt + " is accessible by group or others (mode 0640)"));
+  }
+  SUBCASE("a public file (the certificate) may be 0644") {
+    const std::string cert = dir.str() + "/server-chain.pem";
+    REQUIRE(::chmod(cert.c_str(), 0644) == 0);
+    CHECK(load(minimal, dir).ok());
+  }
+}
+
+TEST_CASE("config: secret_file_problem names a file it cannot stat") {
+  const auto m = secret_file_problem("/nonexistent-cbagate/x.key");
+  REQUIRE(m.has_value());
+  CHECK(contains(*m, "cannot stat /nonexistent-cbagate/x.key"));
 }
