@@ -1,7 +1,8 @@
 #pragma once
 // The listening sockets of the traffic listeners (server.listen): bound once per I/O thread
 // with SO_REUSEPORT, so the kernel spreads connections and no accept is shared across threads;
-// each accepted connection becomes an http::run_session on its thread (STYLE.md 4 step 1).
+// each accepted connection goes through the edge step (tls/edge.hpp: PROXY header, per-address
+// limits) and then becomes an http::run_session on its thread (STYLE.md 4 step 1).
 #include <atomic>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include "http/metrics.hpp"
 #include "http/runtime.hpp"
 #include "io_thread.hpp"
+#include "tls/edge.hpp"
 
 namespace cbagate {
 
@@ -20,6 +22,7 @@ namespace cbagate {
 struct listener_env {
   const std::atomic<std::shared_ptr<const http::runtime>>& runtime;  // the current one
   http::metrics& metrics;  // connections_active (server.max_connections), connections_total
+  tls::edge& edge;         // before TLS: the PROXY header, the per-address limits
 };
 
 /**

@@ -10,6 +10,7 @@
 #include "config/schema.hpp"
 #include "observability/log.hpp"
 #include "server.hpp"
+#include "tls/ticket_keys.hpp"
 
 namespace {
 
@@ -19,6 +20,7 @@ void usage(std::FILE* out) {
   std::fprintf(out,
                "usage: cbagate [-c FILE] [--ready-file PATH]\n"
                "       cbagate --check-config FILE   (or -t [-c FILE])\n"
+               "       cbagate --new-ticket-keys FILE\n"
                "       cbagate --print-schema | --version | --help\n"
                "\n"
                "  -c, --config FILE     configuration to run (default %s)\n"
@@ -26,6 +28,10 @@ void usage(std::FILE* out) {
                "                        exit 0 when valid, 2 when not (like nginx -t)\n"
                "      --print-schema    every configuration key with type, default and meaning\n"
                "      --ready-file PATH once listening, write the bound addresses there (JSON)\n"
+               "      --new-ticket-keys FILE\n"
+               "                        write a session-ticket key file for tls.ticket_keys\n"
+               "                        (mode 0600); an existing FILE gets a new first key and\n"
+               "                        keeps its previous ones (rotation in one command)\n"
                "  -v, --version         print the version\n"
                "  -h, --help            this text\n"
                "\n"
@@ -65,6 +71,13 @@ int main(int argc, char** argv) {
     } else if (a == "--check-config") {
       check = true;
       if (i + 1 < argc && argv[i + 1][0] != '-') config_path = argv[++i];
+    } else if (a == "--new-ticket-keys") {
+      std::string file;
+      value(file);
+      std::string message;
+      const bool ok = cbagate::tls::write_new_ticket_key_file(file, message);
+      std::fprintf(ok ? stdout : stderr, "cbagate: %s\n", message.c_str());
+      return ok ? 0 : 1;
     } else if (a == "--ready-file") {
       value(ready_file);
     } else {

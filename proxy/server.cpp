@@ -31,6 +31,9 @@
 #include "observability/log.hpp"
 #include "observability/metrics.hpp"
 #include "revocation/checker.hpp"
+#include "service_notify.hpp"
+#include "tls/edge.hpp"
+#include "tls/ticket_keys.hpp"
 
 namespace cbagate {
 namespace {
@@ -87,13 +90,9 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
                                                    http::metrics* metrics,
                                                    const std::shared_ptr<identity::issuer_registry>& issuers,
                                                    revocation::checker* checker,
-                                                   http::revocation_live* live, std::string& error) {
-  // Fail closed on what this build accepts in the schema but cannot do yet: ignoring a PROXY
-  // header would log and forward the balancer as the client.
-  if (cfg->server.proxy_protocol) {
-    error = "server.proxy_protocol = true is not available in this build yet";
-    return nullptr;
-  }
+                                                   http::revocation_live* live,
+                                                   std::shared_ptr<tls::ticket_key_store> ticket_keys,
+                                                   std::string& error) {
   auto rt = std::make_shared<http::runtime>();
   rt->cfg = cfg;
   rt->access_log = access_log;
@@ -133,7 +132,7 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   rt->revocation = std::move(current);
   rt->revocation_checker = checker;
   rt->revocation_now = live;
-  rt->tls = tls::server_context::make(*cfg, rt->verifier, error);
+  rt->tls = tls::server_context::make(*cfg, rt->verifier, error, std::move(ticket_keys));
   if (!rt->tls) return nullptr;
   if (checker != nullptr && live != nullptr) {
     // tls.client_cert = "require": a certificate already known to be revoked fails the
@@ -178,6 +177,33 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   return rt;
 }
 
+// The session-ticket keys a snapshot asks for: the file's (read and checked now, applied only
+// once the whole configuration is accepted) or none (process-local keys).
+struct ticket_key_plan {
+  bool from_file = false;
+  std::vector<tls::ticket_key> keys;
+};
+
+bool plan_ticket_keys(const config::snapshot& cfg, ticket_key_plan& plan, std::string& error) {
+  plan = {};
+  if (cfg.tls.ticket_keys.empty()) return true;
+  plan.from_file = true;
+  return tls::load_ticket_key_file(cfg.tls.ticket_keys, plan.keys, error);
+}
+
+void apply_ticket_keys(const config::snapshot& cfg, ticket_key_plan plan, tls::ticket_key_store& store) {
+  auto& log = *observability::logger("tls");
+  if (plan.from_file) {
+    log.info("tls.ticket_keys: {} key(s) from {}; the first encrypts new tickets", plan.keys.size(),
+             cfg.tls.ticket_keys);
+    store.use_file_keys(std::move(plan.keys));
+  } else {
+    store.use_local_keys(std::chrono::ceil<std::chrono::seconds>(cfg.tls.ticket_key_rotation),
+                         std::chrono::ceil<std::chrono::seconds>(cfg.tls.session_timeout),
+                         std::chrono::steady_clock::now());
+  }
+}
+
 // What the file watch compares (docs/revocation.md "Reload"): a replaced file (new inode), a
 // rewritten one (mtime, size) and a removed one all count as a change.
 struct file_stamp {
@@ -209,6 +235,7 @@ std::vector<file_stamp> stamp_files(const config::snapshot& cfg) {
   std::vector<std::string> paths = {cfg.tls.certificate, cfg.tls.private_key, cfg.tls.client_ca,
                                     cfg.tls.client_intermediates};
   paths.insert(paths.end(), cfg.tls.crl.begin(), cfg.tls.crl.end());
+  paths.push_back(cfg.tls.ticket_keys);  // rotation by replacing the file
   for (const auto& sni : cfg.tls.sni) {
     paths.push_back(sni.certificate);
     paths.push_back(sni.private_key);
@@ -252,13 +279,17 @@ class server {
     // the checker with the CDP/OCSP caches and its fetch thread.
     checker_ = std::make_unique<revocation::checker>(revocation_options(*cfg), issuers_, registry_);
     watched_ = stamp_files(*cfg);
-    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
-                            &revocation_live_, error);
+    ticket_key_plan keys;
+    std::shared_ptr<const http::runtime> rt;
+    if (plan_ticket_keys(*cfg, keys, error))
+      rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
+                         &revocation_live_, ticket_keys_, error);
     if (!rt) {
       log.critical("startup: {}", error);
       std::fprintf(stderr, "cbagate: %s\n", error.c_str());
       return 1;
     }
+    apply_ticket_keys(*cfg, std::move(keys), *ticket_keys_);
     runtime_.store(rt);
     publish_revocation(*rt);
 
@@ -306,14 +337,20 @@ class server {
     net::steady_timer watch(main_ioc);
     watch_ = &watch;
     arm_watch();
+    net::steady_timer drain_notice(main_ioc);
+    drain_notice_ = &drain_notice;
     write_ready_file();
     log.info("cbagate {} listening on {} with {} I/O threads", CBAGATE_VERSION, bound_list(), n);
+    // Listening already (the acceptors are bound and listen(2)ed; the loops start with the
+    // threads just below, and the kernel queues connections until then).
+    service::ready("listening on " + bound_list());
 
     std::vector<std::thread> threads;
     for (auto& w : workers_) threads.emplace_back([&ioc = w->ioc] { ioc.run(); });
     std::thread admin_thread([this] { admin_ioc_.run(); });
     main_ioc.run();  // returns after drain() has stopped the signal wait and the watch
     watch_ = nullptr;
+    drain_notice_ = nullptr;
     for (auto& t : threads) t.join();
     admin_ioc_.stop();
     admin_thread.join();
@@ -404,6 +441,14 @@ class server {
   }
 
   void reload() {
+    // The service manager hears of the reload and of its end, applied or refused: the running
+    // configuration serves either way (READY again).
+    service::reloading();
+    reload_config();
+    service::ready("listening on " + bound_list());
+  }
+
+  void reload_config() {
     auto& log = *observability::logger("main");
     auto result = config::load_file(options_.config_path);
     if (!result.ok()) {
@@ -424,13 +469,17 @@ class server {
     // Also on failure: the files of the rejected configuration are watched, so fixing the
     // broken one reloads.
     watched_ = stamp_files(*cfg);
-    auto rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
-                            &revocation_live_, error);
+    ticket_key_plan keys;
+    std::shared_ptr<const http::runtime> rt;
+    if (plan_ticket_keys(*cfg, keys, error))
+      rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
+                         &revocation_live_, ticket_keys_, error);
     if (!rt) {
       log.error("reload: {}; keeping the running configuration", error);
       reloads_.inc("failed");
       return;
     }
+    apply_ticket_keys(*cfg, std::move(keys), *ticket_keys_);
     checker_->set_options(revocation_options(*cfg));
     if (auto lr = observability::set_level(cfg->log.level); !lr)
       log.error("reload: log.level: {}", lr.error().message());
@@ -447,6 +496,21 @@ class server {
     if (draining_.exchange(true)) return;
     if (watch_ != nullptr) watch_->cancel();  // main_ioc.run() may return
     if (admin_) admin_->set_draining(true);  // /readyz says "draining" to the balancer
+    service::stopping("draining");
+    // Behind a balancer: /readyz answers 503 for timeouts.drain_notice while the listeners still
+    // accept, so the health check takes this instance out before a connection is refused.
+    const auto notice = cfg_.load()->timeouts.drain_notice;
+    if (notice.count() > 0 && drain_notice_ != nullptr) {
+      observability::logger("main")->info("drain: /readyz answers 503; listeners close in {}s",
+                                          notice.count());
+      drain_notice_->expires_after(std::chrono::ceil<std::chrono::milliseconds>(notice));
+      drain_notice_->async_wait([this](error_code) { close_and_drain(); });
+      return;
+    }
+    close_and_drain();
+  }
+
+  void close_and_drain() {
     auto cfg = cfg_.load();
     auto& log = *observability::logger("main");
     log.info("drain: no new connections; waiting up to {}s for {} open connections", cfg->timeouts.drain.count(),
@@ -520,9 +584,12 @@ class server {
   http::revocation_live revocation_live_;         // outlives every runtime (declared before)
   std::vector<file_stamp> watched_;               // main thread only
   net::steady_timer* watch_ = nullptr;            // main thread only
+  net::steady_timer* drain_notice_ = nullptr;     // main thread only
+  tls::edge edge_{registry_};                     // after registry_: PROXY header, per-address limits
+  std::shared_ptr<tls::ticket_key_store> ticket_keys_ = std::make_shared<tls::ticket_key_store>();
   std::atomic<std::shared_ptr<const config::snapshot>> cfg_;
   std::atomic<std::shared_ptr<const http::runtime>> runtime_;
-  listener_env listeners_{runtime_, metrics_};  // what the accept loops read
+  listener_env listeners_{runtime_, metrics_, edge_};  // what the accept loops read
   std::unique_ptr<observability::access_log> access_log_;
   std::vector<std::unique_ptr<io_thread>> workers_;
   std::vector<tcp::endpoint> bound_;

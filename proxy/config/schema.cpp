@@ -78,6 +78,21 @@ void apply_route_prefix(cursor& c) {
   routes[c.index()].prefix = std::move(prefix);
 }
 
+void apply_proxy_protocol_from(cursor& c) {
+  std::vector<cidr> out;
+  for (std::size_t i = 0; i < c.items().size(); ++i) {
+    const auto& e = c.items()[i];
+    cidr range;
+    if (!parse_cidr(e.text, range)) {
+      c.error(e, i, "\"" + e.text + "\" is not an address range (\"10.0.0.0/8\", "
+                    "\"2001:db8::/32\" or one address; no bits set past the prefix)");
+      continue;
+    }
+    out.push_back(std::move(range));
+  }
+  c.snap().server.proxy_protocol_from = std::move(out);
+}
+
 bool kerberos_mode(cursor& c) { return c.snap().identity.mode == identity_mode::kerberos; }
 
 constexpr std::string_view file_constraint = "a readable file; relative to this file's directory";
@@ -107,14 +122,45 @@ constexpr schema_row rows[] = {
      .doc = "Plain-HTTP listener for /healthz, /readyz and /metrics; keep it on loopback or a "
             "management network. \"\" = off.",
      .apply = [](cursor& c) { c.snap().server.admin_listen = c.endpoint_or_empty(); }},
+    {.key = "server.proxy_protocol_from", .kind = value_kind::string_array, .default_text = "[]",
+     .constraint = "each \"address/prefix\" or one address (IPv4 or IPv6); required with "
+                   "server.proxy_protocol = true",
+     .doc = "The L4 balancers allowed to send a PROXY header. With server.proxy_protocol = "
+            "true a connection from any other address is closed before a byte is read.",
+     .apply = apply_proxy_protocol_from},
     {.key = "server.proxy_protocol", .kind = value_kind::boolean, .default_text = "false",
-     .doc = "Expect a PROXY protocol v2 header on every connection (behind an L4 balancer); the "
-            "client address then comes from it.",
-     .apply = [](cursor& c) { c.snap().server.proxy_protocol = c.boolean(); }},
+     .doc = "Expect a PROXY protocol header (v1 or v2, HAProxy's send-proxy / send-proxy-v2) on "
+            "every connection from server.proxy_protocol_from; the client address then comes "
+            "from it (access log, X-Forwarded-For, per-address limits). LOCAL headers (balancer "
+            "health checks) are accepted; a missing, malformed or oversized header closes the "
+            "connection.",
+     .apply = [](cursor& c) {
+       c.snap().server.proxy_protocol = c.boolean();
+       if (c.boolean() && c.snap().server.proxy_protocol_from.empty())
+         c.error("true needs server.proxy_protocol_from (the balancers' addresses): a PROXY "
+                 "header from anyone would let any client choose its address");
+     }},
     {.key = "server.max_connections", .kind = value_kind::integer, .default_text = "0",
      .doc = "Open client connections at most; 0 = no limit.",
      .min = 0, .max = 10'000'000,
      .apply = [](cursor& c) { c.snap().server.max_connections = c.integer<std::uint32_t>(); }},
+    {.key = "server.max_connections_per_address", .kind = value_kind::integer,
+     .default_text = "0",
+     .doc = "Open connections at most from one client address (after the PROXY header); more are "
+            "closed before the TLS handshake. 0 = no limit.",
+     .min = 0, .max = 10'000'000,
+     .apply = [](cursor& c) {
+       c.snap().server.max_connections_per_address = c.integer<std::uint32_t>();
+     }},
+    {.key = "server.max_handshakes_per_address", .kind = value_kind::integer,
+     .default_text = "0",
+     .doc = "New connections (TLS handshakes) per second at most from one client address (after "
+            "the PROXY header), with a burst of as many; more are closed before the handshake. "
+            "0 = no limit.",
+     .min = 0, .max = 10'000'000,
+     .apply = [](cursor& c) {
+       c.snap().server.max_handshakes_per_address = c.integer<std::uint32_t>();
+     }},
 
     // ---------------------------------------------------------------- [tls]
     {.key = "tls", .kind = value_kind::table,
@@ -169,6 +215,18 @@ constexpr schema_row rows[] = {
      .doc = "How long a TLS session may be resumed, in seconds.",
      .max = 7 * one_day,
      .apply = [](cursor& c) { c.snap().tls.session_timeout = c.seconds(); }},
+    {.key = "tls.ticket_keys", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file, mode without group or other bits (e.g. 0600)",
+     .doc = "Session-ticket key file shared by several instances (cbagate --new-ticket-keys FILE "
+            "writes one): one key per line, the first encrypts new tickets, all decrypt. Read "
+            "again on SIGHUP and when the file changes. \"\" = keys of this process only, "
+            "random, rotated every tls.ticket_key_rotation.",
+     .apply = [](cursor& c) { c.snap().tls.ticket_keys = c.secret_file(); }},
+    {.key = "tls.ticket_key_rotation", .kind = value_kind::duration, .default_text = "\"1h\"",
+     .doc = "Without tls.ticket_keys: a new random key encrypts tickets this often; older keys "
+            "still decrypt for tls.session_timeout.",
+     .max = 7 * one_day,
+     .apply = [](cursor& c) { c.snap().tls.ticket_key_rotation = c.seconds(); }},
     {.key = "tls.verify_depth", .kind = value_kind::integer, .default_text = "5",
      .doc = "Most intermediate CA certificates allowed in a client chain.",
      .min = 1, .max = 32,
@@ -339,6 +397,11 @@ constexpr schema_row rows[] = {
      .doc = "TCP accept to the end of the TLS handshake (PROXY header included).",
      .max = one_day,
      .apply = [](cursor& c) { c.snap().timeouts.handshake = c.seconds(); }},
+    {.key = "timeouts.proxy_header", .kind = value_kind::seconds, .default_text = "5",
+     .doc = "With server.proxy_protocol: the PROXY header must arrive within this many seconds "
+            "of the connection (at least 3 covers a TCP retransmit).",
+     .max = 3600,
+     .apply = [](cursor& c) { c.snap().timeouts.proxy_header = c.seconds(); }},
     {.key = "timeouts.request_header", .kind = value_kind::seconds, .default_text = "30",
      .doc = "Reading one complete request header (slow-loris protection).",
      .max = one_day,
@@ -364,6 +427,12 @@ constexpr schema_row rows[] = {
      .doc = "On shutdown, how long requests in flight may still finish.",
      .max = one_day,
      .apply = [](cursor& c) { c.snap().timeouts.drain = c.seconds(); }},
+    {.key = "timeouts.drain_notice", .kind = value_kind::seconds_or_zero, .default_text = "0",
+     .doc = "On SIGTERM, /readyz answers 503 this many seconds before the listeners close, so "
+            "a balancer's health check takes the instance out before it refuses a connection "
+            "(behind HAProxy: more than its check interval times fall). 0 = close at once.",
+     .max = 3600,
+     .apply = [](cursor& c) { c.snap().timeouts.drain_notice = c.seconds(); }},
 
     // ---------------------------------------------------------------- [identity]
     {.key = "identity", .kind = value_kind::table,

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "config/cidr.hpp"
+
 namespace cbagate::config {
 
 using seconds_f = std::chrono::duration<double>;
@@ -40,8 +42,11 @@ struct server_section {
   std::vector<endpoint> listen;           // server.listen
   unsigned threads = 0;                   // server.threads, 0 = one per core
   std::string admin_listen;               // server.admin_listen, "" = off
-  bool proxy_protocol = false;            // server.proxy_protocol (PROXY v2 from an L4 balancer)
+  bool proxy_protocol = false;            // server.proxy_protocol (PROXY v1/v2 from an L4 balancer)
+  std::vector<cidr> proxy_protocol_from;  // server.proxy_protocol_from
   std::uint32_t max_connections = 0;      // server.max_connections, 0 = no limit
+  std::uint32_t max_connections_per_address = 0;  // 0 = no limit
+  std::uint32_t max_handshakes_per_address = 0;   // per second, 0 = no limit
 
   bool operator==(const server_section&) const = default;
 };
@@ -58,6 +63,8 @@ struct tls_section {
   std::string ciphersuites;               // TLS 1.3 suites, "" = OpenSSL default
   bool session_tickets = true;
   seconds_f session_timeout{7200};
+  std::string ticket_keys;                // shared key file, "" = per process
+  seconds_f ticket_key_rotation{3600};    // without ticket_keys
   unsigned verify_depth = 5;
   std::vector<sni_certificate> sni;       // [[tls.sni]]
 
@@ -85,12 +92,14 @@ struct limits_section {
 
 struct timeouts_section {
   seconds_f handshake{10};
+  seconds_f proxy_header{5};
   seconds_f request_header{30};
   seconds_f idle{120};                    // keep-alive idle between requests
   seconds_f upstream_connect{5};
   seconds_f upstream_response{120};       // default per-route response timeout
   seconds_f body_idle{60};                // no body byte in either direction for this long
   seconds_f drain{30};
+  seconds_f drain_notice{0};              // /readyz 503 before the listeners close
 
   bool operator==(const timeouts_section&) const = default;
 };

@@ -513,14 +513,15 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
 // --- the connection -------------------------------------------------------------------------------
 
 net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
-                                      worker& w) {
+                                      worker& w, const tls::admitted_connection& admitted) {
   const config::snapshot& cfg = *rt->cfg;
   metrics& m = *rt->metrics;
   const std::uint64_t conn_id = w.new_conn_id();
   error_code ec;
-  auto remote = socket.remote_endpoint(ec);
-  std::string client_ip = ec ? std::string("?") : remote.address().to_string();
-  std::string client = ec ? std::string("?") : client_ip + ":" + std::to_string(remote.port());
+  // The client as the edge step resolved it: the PROXY header's source behind a balancer.
+  std::string client_ip = admitted.client_ip();
+  if (client_ip.empty()) client_ip = "?";
+  std::string client = admitted.client_address();
   socket.set_option(net::ip::tcp::no_delay(true), ec);
 
   identity::client_identity id = identity::verifier::no_certificate();
@@ -600,8 +601,8 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
 }  // namespace
 
 net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
-                                 worker& w) {
-  co_await serve_connection(std::move(socket), std::move(rt), w);
+                                 worker& w, tls::admitted_connection admitted) {
+  co_await serve_connection(std::move(socket), std::move(rt), w, admitted);
 }
 
 }  // namespace cbagate::http

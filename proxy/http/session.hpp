@@ -7,6 +7,7 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include "http/runtime.hpp"
+#include "tls/edge.hpp"
 
 namespace cbagate::http {
 
@@ -16,8 +17,12 @@ namespace cbagate::http {
  * @param socket the accepted TCP socket, on `w`'s io_context.
  * @param rt the runtime current at accept time; kept for the connection's life.
  * @param w the I/O thread's state; the session runs on that thread only.
+ * @param admitted what the edge step (tls/edge.hpp) let through: the client address (the PROXY
+ *        header's behind a balancer) for the access log and X-Forwarded-For, and its
+ *        per-address connection count, held until the session ends.
  */
 boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket,
-                                         std::shared_ptr<const runtime> rt, worker& w);
+                                         std::shared_ptr<const runtime> rt, worker& w,
+                                         tls::admitted_connection admitted);
 
 }  // namespace cbagate::http

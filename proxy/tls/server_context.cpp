@@ -9,7 +9,9 @@
 #include <sstream>
 
 #include <openssl/err.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 namespace cbagate::tls {
 namespace {
@@ -29,6 +31,12 @@ std::string openssl_reason() {
 // design; this is allocated once and never changes.
 int identity_index() {
   static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+
+// The owning server_context of every SSL_CTX it builds (the ticket key callback has no arg).
+int owner_index() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return index;
 }
 
@@ -280,6 +288,41 @@ struct callbacks {
     return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size());
   }
 
+  // Seals and opens tickets with the store's keys (RFC 5077 4 layout: key name, IV, AES-256-CBC,
+  // HMAC-SHA256). enc: 1 = sealed with the current key. Open: 1 = the current key, 2 = an older
+  // one (OpenSSL then issues a fresh ticket under the current key), 0 = unknown key (a full
+  // handshake: another cluster's, rotated out, or expired).
+  static int seal_ticket(SSL* ssl, unsigned char name[16], unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                        EVP_MAC_CTX* mac, int enc) {
+    auto* self = static_cast<server_context*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), owner_index()));
+    if (self == nullptr || !self->ticket_keys_) return enc ? -1 : 0;
+    const auto now = std::chrono::steady_clock::now();
+    ticket_key key;
+    int result = 1;
+    if (enc) {
+      if (!self->ticket_keys_->encryption_key(key, now)) return -1;
+      if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(EVP_aes_256_cbc())) != 1) return -1;
+      std::memcpy(name, key.name.data(), key.name.size());
+    } else {
+      std::array<std::uint8_t, 16> wanted{};
+      std::memcpy(wanted.data(), name, wanted.size());
+      const auto found = self->ticket_keys_->decryption_key(wanted, key, now);
+      if (found == ticket_key_store::lookup::unknown) return 0;
+      if (found == ticket_key_store::lookup::older) result = 2;
+    }
+    char digest[] = "SHA256";
+    const OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, key.hmac.data(), key.hmac.size()),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+    int ok = EVP_MAC_CTX_set_params(mac, params);
+    if (ok == 1)
+      ok = enc ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes.data(), iv)
+               : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key.aes.data(), iv);
+    OPENSSL_cleanse(&key, sizeof key);
+    if (ok != 1) return enc ? -1 : 0;
+    return result;
+  }
+
   static SSL_TICKET_RETURN ticket_decrypt(SSL* ssl, SSL_SESSION* session, const unsigned char*,
                                           size_t, SSL_TICKET_STATUS status, void*) {
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
@@ -365,6 +408,11 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
     SSL_CTX_set_timeout(c, static_cast<long>(cfg.tls.session_timeout.count()));
     SSL_CTX_set_session_ticket_cb(c, &callbacks::ticket_generate, &callbacks::ticket_decrypt,
                                   owner);
+    SSL_CTX_set_ex_data(c, owner_index(), owner);
+    if (SSL_CTX_set_tlsext_ticket_key_evp_cb(c, &callbacks::seal_ticket) != 1) {
+      error = "tls: cannot install the session-ticket key callback: " + openssl_reason();
+      return nullptr;
+    }
   } else {
     SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(c, 0);
@@ -376,9 +424,17 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
 
 std::unique_ptr<server_context> server_context::make(
     const config::snapshot& cfg, std::shared_ptr<const identity::verifier> verifier,
-    std::string& error) {
+    std::string& error, std::shared_ptr<ticket_key_store> ticket_keys) {
   std::unique_ptr<server_context> self(new server_context());
   self->verifier_ = std::move(verifier);
+  if (!ticket_keys) {
+    ticket_keys = std::make_shared<ticket_key_store>();
+    ticket_keys->use_local_keys(
+        std::chrono::ceil<std::chrono::seconds>(cfg.tls.ticket_key_rotation),
+        std::chrono::ceil<std::chrono::seconds>(cfg.tls.session_timeout),
+        std::chrono::steady_clock::now());
+  }
+  self->ticket_keys_ = std::move(ticket_keys);
   self->require_cert_ = cfg.tls.client_cert == config::client_cert_mode::require;
   // With CRLs inside the verification, an outcome depends on more than the chain and the time.
   if (!self->verifier_->checks_crls()) self->verified_ = std::make_unique<chain_cache>();
@@ -389,6 +445,11 @@ std::unique_ptr<server_context> server_context::make(
   material += self->require_cert_ ? "require" : "request";
   material += cfg.auth.upn_from_san ? "+san" : "";
   material += cfg.auth.upn_from_subject ? "+subject" : "";
+  // Tickets outlive reloads (the ticket keys are process-wide, or shared by instances): every
+  // setting that decides an identity is part of the context, so a ticket decided under another
+  // policy never resumes. Revocation is not: it is checked again at every request.
+  material += "+depth=" + std::to_string(cfg.tls.verify_depth);
+  material += "+upnmax=" + std::to_string(cfg.auth.max_upn_length);
   std::array<unsigned char, 32> sid_ctx{};
   unsigned int sid_len = 0;
   EVP_Digest(material.data(), material.size(), sid_ctx.data(), &sid_len, EVP_sha256(), nullptr);

@@ -14,6 +14,7 @@
 #include "identity/client_identity.hpp"
 #include "identity/verifier.hpp"
 #include "tls/chain_cache.hpp"
+#include "tls/ticket_keys.hpp"
 
 namespace cbagate::tls {
 
@@ -35,17 +36,23 @@ namespace cbagate::tls {
  * - Resumption (tls.session_tickets): stateless tickets carry the verified identity as ticket
  *   app data, so a resumed session has exactly the identity of the full handshake that created
  *   it. The session id context is derived from the trust material, so a ticket issued under
- *   other client CAs never resumes. With tickets off there is no resumption at all.
+ *   other client CAs never resumes. With tickets off there is no resumption at all. Tickets are
+ *   sealed with the keys of a ticket_key_store (AES-256-CBC + HMAC-SHA256): a shared key file
+ *   lets a device resume on any instance behind a balancer.
  */
 class server_context {
  public:
   /**
    * Builds every SSL_CTX from the snapshot. Errors name the file and OpenSSL's reason.
    * @param verifier shared verifier for client chains (kept alive by the contexts).
+   * @param ticket_keys the process-wide session-ticket keys (ticket_keys.hpp), shared by every
+   *        configuration so a reload keeps tickets valid; null = a store of this context alone
+   *        with process-local keys rotated every tls.ticket_key_rotation.
    */
   static std::unique_ptr<server_context> make(const config::snapshot& cfg,
                                               std::shared_ptr<const identity::verifier> verifier,
-                                              std::string& error);
+                                              std::string& error,
+                                              std::shared_ptr<ticket_key_store> ticket_keys = nullptr);
 
   server_context(const server_context&) = delete;
   server_context& operator=(const server_context&) = delete;
@@ -91,6 +98,7 @@ class server_context {
   std::unique_ptr<chain_cache> verified_;  // null when the verifier checks CRLs
   ossl::ssl_ctx_ptr default_ctx_;
   std::vector<sni_entry> sni_;
+  std::shared_ptr<ticket_key_store> ticket_keys_;
 
   friend struct callbacks;
 };

@@ -86,8 +86,11 @@ TEST_CASE("config: every key set explicitly gives the typed values") {
 listen = ["0.0.0.0:443", "[::1]:8443", "mail.lab.test:9443"]
 threads = 4
 admin_listen = "127.0.0.1:9100"
+proxy_protocol_from = ["10.0.0.0/24", "2001:db8::7"]
 proxy_protocol = true
 max_connections = 20000
+max_connections_per_address = 50
+max_handshakes_per_address = 20
 
 [tls]
 certificate = "server-chain.pem"
@@ -178,7 +181,14 @@ response_timeout = 3660
   CHECK(s.server.threads == 4);
   CHECK(s.server.admin_listen == "127.0.0.1:9100");
   CHECK(s.server.proxy_protocol);
+  REQUIRE(s.server.proxy_protocol_from.size() == 2);
+  CHECK(s.server.proxy_protocol_from[0].prefix == 24);
+  CHECK_FALSE(s.server.proxy_protocol_from[0].v6);
+  CHECK(s.server.proxy_protocol_from[1].prefix == 128);
+  CHECK(s.server.proxy_protocol_from[1].text == "2001:db8::7");
   CHECK(s.server.max_connections == 20000);
+  CHECK(s.server.max_connections_per_address == 50);
+  CHECK(s.server.max_handshakes_per_address == 20);
 
   CHECK(s.tls.certificate == base + "server-chain.pem");
   CHECK(s.tls.private_key == base + "server.key");
@@ -909,4 +919,56 @@ TEST_CASE("config: secret_file_problem names a file it cannot stat") {
   const auto m = secret_file_problem("/nonexistent-cbagate/x.key");
   REQUIRE(m.has_value());
   CHECK(contains(*m, "cannot stat /nonexistent-cbagate/x.key"));
+}
+
+TEST_CASE("config: server.proxy_protocol needs proxy_protocol_from; bad ranges are errors") {
+  temp_dir dir;
+  write_server_files(dir);
+  SUBCASE("true without balancers") {
+    const std::string text = replace_line(minimal, "listen =",
+                                          "listen = [\"127.0.0.1:0\"]\nproxy_protocol = true");
+    const std::string m = only_error(load(text, dir), "server.proxy_protocol",
+                                     find_in(text, "true"));
+    CHECK(contains(m, "proxy_protocol_from"));
+  }
+  SUBCASE("a bad range, at its element") {
+    const std::string text = replace_line(
+        minimal, "listen =",
+        "listen = [\"127.0.0.1:0\"]\nproxy_protocol_from = [\"10.0.0.0/8\", \"10.1.2.3/8\"]\n"
+        "proxy_protocol = true");
+    const std::string m = only_error(load(text, dir), "server.proxy_protocol_from[1]",
+                                     find_in(text, "\"10.1.2.3/8\""));
+    CHECK(contains(m, "not an address range"));
+  }
+  SUBCASE("balancers and a short header deadline") {
+    const std::string text = replace_line(
+        minimal, "listen =",
+        "listen = [\"127.0.0.1:0\"]\nproxy_protocol_from = [\"127.0.0.1\"]\nproxy_protocol = true\n"
+        "[timeouts]\nproxy_header = 3");
+    const auto r = load(text, dir);
+    REQUIRE(r.ok());
+    CHECK(r.value->server.proxy_protocol);
+    CHECK(r.value->timeouts.proxy_header.count() == 3);
+  }
+}
+
+TEST_CASE("config: tls.ticket_keys is a file, ticket_key_rotation a duration") {
+  temp_dir dir;
+  write_server_files(dir);
+  dir.write("tickets.keys");
+  std::string t = replace_line(minimal, "client_ca =",
+                               "client_ca = \"client-roots.pem\"\nticket_keys = \"tickets.keys\"\n"
+                               "ticket_key_rotation = \"10m\"");
+  auto r = load(t, dir);
+  REQUIRE(r.ok());
+  CHECK(r.value->tls.ticket_keys == dir.str() + "/tickets.keys");
+  CHECK(r.value->tls.ticket_key_rotation.count() == 600);
+  t = replace_line(minimal, "client_ca =",
+                   "client_ca = \"client-roots.pem\"\nticket_keys = \"missing.keys\"");
+  r = load(t, dir);
+  CHECK_FALSE(r.ok());
+  r = load(minimal, dir);
+  REQUIRE(r.ok());
+  CHECK(r.value->tls.ticket_keys.empty());
+  CHECK(r.value->tls.ticket_key_rotation.count() == 3600);
 }

@@ -267,3 +267,23 @@ TEST_CASE("schema: constraint_text states ranges, choices and the free text") {
   CHECK(constraint_text(*find_row("timeouts.idle")) == "> 0, at most 86400");
   CHECK(constraint_text(*find_row("route.response_timeout")) == "0..86400");
 }
+
+TEST_CASE("schema: config/lab-scale.toml (compose profile scale) loads against the lab's PKI") {
+  temp_dir dir;
+  dir.write("config/lab-scale.toml",
+            read_text(fs::path(CBAGATE_SOURCE_DIR) / "config" / "lab-scale.toml"));
+  for (const char* f : {"server-chain.pem", "server.key", "client-roots.pem",
+                        "client-intermediates.pem", "crl/issuing.crl.pem", "crl/root.crl.pem",
+                        "ticket.keys"}) {
+    dir.write(std::string(".lab/pki/") + f);
+  }
+  const auto r = load_file(dir.str() + "/config/lab-scale.toml");
+  for (const auto& d : r.errors) INFO(d.to_string());
+  REQUIRE(r.ok());
+  const snapshot& s = *r.value;
+  CHECK(s.server.proxy_protocol);
+  REQUIRE(s.server.proxy_protocol_from.size() == 1);
+  CHECK(s.server.proxy_protocol_from[0].text == "172.31.250.10");
+  CHECK(s.tls.ticket_keys == dir.str() + "/.lab/pki/ticket.keys");
+  CHECK(s.timeouts.drain_notice.count() == 3);
+}
