@@ -1,5 +1,6 @@
 // cbagate: client-certificate authentication in front of Microsoft Exchange.
 // Command line in the manner of nginx: -c FILE to run, -t/--check-config to test a file.
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include "config/load.hpp"
 #include "config/schema.hpp"
 #include "observability/log.hpp"
+#include "preflight.hpp"
 #include "server.hpp"
 #include "tls/ticket_keys.hpp"
 
@@ -87,7 +89,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (check) return cbagate::config::check_config(config_path, std::cout, std::cerr);
+  if (check) return cbagate::check_config(config_path, std::cout, std::cerr);
 
   auto loaded = cbagate::config::load_file(config_path);
   if (!loaded.ok()) {
@@ -100,5 +102,23 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "cbagate: log: %s\n", r.error().message().c_str());
     return 2;
   }
+  // Everything --check-config does, before anything is bound: a broken file or a keytab that
+  // gets no ticket stops here with the same message; warnings (expiry, missing chain) are logged.
+  auto& log = *cbagate::observability::logger("main");
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+  const auto pre = cbagate::preflight(cfg, now);
+  for (const auto& w : pre.warnings) log.warn("startup: {}", w);
+  if (!pre.ok()) {
+    for (const auto& e : pre.errors) {
+      log.critical("startup: {}", e);
+      std::fprintf(stderr, "cbagate: %s\n", e.c_str());
+    }
+    return 1;
+  }
+  if (pre.kerberos_ticket_expires != 0)
+    log.info("kerberos: ticket for {} acquired with keytab {} (expires {})", cfg.kerberos.principal,
+             cfg.kerberos.keytab, cbagate::tls::relative(pre.kerberos_ticket_expires, now));
   return cbagate::run_server(loaded.value, {config_path, ready_file});
 }

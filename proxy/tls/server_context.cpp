@@ -1,5 +1,7 @@
 #include "tls/server_context.hpp"
 
+#include "tls/inspect.hpp"
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -368,15 +370,34 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
     error = "tls: tls.ciphersuites '" + cfg.tls.ciphersuites + "' rejected: " + openssl_reason();
     return nullptr;
   }
-  if (SSL_CTX_use_certificate_chain_file(c, cert.c_str()) != 1) {
-    error = "tls: cannot load certificate chain " + cert + ": " + openssl_reason();
+  // PEM or DER, never a passphrase prompt (tls/inspect.hpp): the same reading as --check-config.
+  std::string why;
+  auto certs = load_certificates(cert, why);
+  if (certs.empty()) {
+    error = "tls: certificate " + why;
     return nullptr;
   }
-  if (SSL_CTX_use_PrivateKey_file(c, key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    error = "tls: cannot load private key " + key + ": " + openssl_reason();
+  if (SSL_CTX_use_certificate(c, certs.front().get()) != 1) {
+    error = "tls: cannot use certificate " + cert + ": " + openssl_reason();
     return nullptr;
   }
-  if (SSL_CTX_check_private_key(c) != 1) {
+  for (std::size_t i = 1; i < certs.size(); ++i) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
+    const long added = SSL_CTX_add1_chain_cert(c, certs[i].get());
+#pragma GCC diagnostic pop
+    if (added != 1) {
+      error = "tls: cannot add chain certificate " + std::to_string(i + 1) + " of " + cert + ": " +
+              openssl_reason();
+      return nullptr;
+    }
+  }
+  auto pkey = load_private_key(key, why);
+  if (!pkey) {
+    error = "tls: private key " + why;
+    return nullptr;
+  }
+  if (SSL_CTX_use_PrivateKey(c, pkey.get()) != 1 || SSL_CTX_check_private_key(c) != 1) {
     error = "tls: private key " + key + " does not match certificate " + cert + ": " +
             openssl_reason();
     return nullptr;
@@ -384,12 +405,24 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
 
   // Always send the CertificateRequest, naming the accepted roots so clients pick the right
   // certificate; the verification itself is ours (verify_chain).
-  if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(cfg.tls.client_ca.c_str())) {
-    SSL_CTX_set_client_CA_list(c, names);
-  } else {
-    error = "tls: cannot read client CA names from " + cfg.tls.client_ca + ": " + openssl_reason();
+  // PEM or DER, as the verifier reads tls.client_ca (tls/inspect.hpp).
+  auto anchors = load_certificates(cfg.tls.client_ca, why);
+  STACK_OF(X509_NAME)* names = anchors.empty() ? nullptr : sk_X509_NAME_new_null();
+  for (const auto& a : anchors) {
+    X509_NAME* n = names ? X509_NAME_dup(X509_get_subject_name(a.get())) : nullptr;
+    if (n == nullptr || sk_X509_NAME_push(names, n) == 0) {
+      X509_NAME_free(n);
+      sk_X509_NAME_pop_free(names, X509_NAME_free);
+      names = nullptr;
+      break;
+    }
+  }
+  if (names == nullptr) {
+    error = "tls: cannot read client CA names from " +
+            (anchors.empty() ? why : cfg.tls.client_ca + ": " + openssl_reason());
     return nullptr;
   }
+  SSL_CTX_set_client_CA_list(c, names);
   SSL_CTX_set_verify(c, SSL_VERIFY_PEER | (require_cert ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0),
                      nullptr);
   SSL_CTX_set_cert_verify_callback(c, &callbacks::verify_chain, owner);

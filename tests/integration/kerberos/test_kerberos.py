@@ -161,5 +161,52 @@ class Kerberos(unittest.TestCase):
         self.assertNotEqual(auth[0], "Negotiate ZmFrZQ==")
 
 
+    # --- the proxy's own credential at start (issue 13) ------------------------------------------
+    def config_with(self, keytab, principal):
+        from test_lifecycle import write_config  # noqa: E402 (only these tests write one)
+        return write_config(self.tmp, routes=ROUTES_DEFAULT, sections={
+            "identity": {"mode": "kerberos"},
+            "kerberos": {"keytab": keytab, "principal": principal, "target_spn": "HTTP/exchange.lab.test",
+                         "krb5_config": self.env["KRB5_CONFIG"]}})
+
+    def run_cbagate(self, *args):
+        import subprocess  # noqa: E402
+        from harness import BIN  # noqa: E402
+        return subprocess.run([BIN, *args], capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+
+    def test_check_config_gets_a_ticket_with_the_keytab(self):
+        r = self.run_cbagate("--check-config", self.config_with(self.env["KCD_PROXY_KEYTAB"],
+                                                                self.env["KCD_PROXY_PRINCIPAL"]))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("test is successful", r.stdout)
+
+    def test_a_keytab_with_an_outdated_key_refuses_to_start(self):
+        import subprocess  # noqa: E402
+        kt = os.path.join(self.tmp, "outdated.keytab")
+        principal = self.env["KCD_PROXY_PRINCIPAL"]
+        subprocess.run(["ktutil"], check=True, capture_output=True, text=True,
+                       input=f"addent -password -p {principal} -k 1 -e aes256-cts-hmac-sha1-96\n"
+                             f"not-the-password\nwkt {kt}\nquit\n")
+        os.chmod(kt, 0o600)  # a keytab readable by its owner only (issue 16)
+        path = self.config_with(kt, principal)
+        r = self.run_cbagate("--check-config", path)
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn(f"kerberos: cannot get a ticket for {principal} with keytab {kt}", r.stderr)
+        r = self.run_cbagate("-c", path)
+        self.assertNotEqual(r.returncode, 0, r.stderr)
+        self.assertIn(f"kerberos: cannot get a ticket for {principal}", r.stderr)
+
+    def test_a_keytab_without_the_principal_refuses_to_start(self):
+        path = self.config_with(self.env["KCD_PROXY_KEYTAB"], "HTTP/other.lab.test@LAB.TEST")
+        r = self.run_cbagate("-c", path)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(f"kerberos: keytab {self.env['KCD_PROXY_KEYTAB']} has no key for HTTP/other.lab.test@LAB.TEST",
+                      r.stderr)
+
+    def test_kdc_unreachable_at_start_is_a_warning(self):
+        p = self.proxy(keytab=self.env["KCD_OFFLINE_KEYTAB"], principal=self.env["KCD_OFFLINE_PRINCIPAL"])
+        self.assertIn("starting anyway", p.process.output())
+
 if __name__ == "__main__":
     unittest.main()
