@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include <sys/stat.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <cstdio>
@@ -522,14 +523,22 @@ class server {
     }
   }
 
+  static bool bytes_waiting(tcp::socket& socket) {
+    char byte = 0;
+    return ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+  }
+
   static net::awaitable<void> drain_worker(io_thread& w, std::chrono::steady_clock::time_point deadline) {
     w.state.draining = true;
     close_listeners(w);
     net::steady_timer t(w.ioc);
     while (std::chrono::steady_clock::now() < deadline) {
-      // Idle keep-alive connections end now; busy ones end after their current response.
+      // Idle keep-alive connections end now; busy ones end after their current response. Not
+      // ended: a connection that has not had its first request yet (accepted just before the
+      // listener closed: it gets one), and an idle one whose next request has already arrived
+      // (it is served): behind a balancer neither is a failed request.
       for (auto* h : w.state.sessions) {
-        if (h->idle && h->socket) {
+        if (h->idle && !h->fresh && h->socket && !bytes_waiting(*h->socket)) {
           error_code ec;
           h->socket->cancel(ec);
         }

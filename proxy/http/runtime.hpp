@@ -61,6 +61,8 @@ struct runtime {
 struct session_handle {
   boost::asio::ip::tcp::socket* socket = nullptr;
   bool idle = true;        // between requests: a drain may close it at once
+  bool fresh = true;       // no request served yet: a drain lets it have one (issue 15: a
+                           // connection accepted just before the listener closed is no failure)
   bool close_after = false;
 };
 

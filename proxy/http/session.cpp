@@ -582,11 +582,12 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
   // Keep-alive: one request after another until one of them, the client or a drain ends it.
   for (;;) {
     handle.idle = true;
-    if (w.draining && buf.size() == 0) break;
+    if (w.draining && buf.size() == 0 && !handle.fresh) break;
     const header_read h = co_await read_header(c);
     handle.idle = false;
     if (h.status == header_status::closed || h.status == header_status::error) break;
     const bool keep = co_await serve_request(c, h);
+    handle.fresh = false;
     if (!keep || w.draining) break;
     // Idle keep-alive connections (ActiveSync devices) should cost little: no read buffer while
     // waiting for the next request (read_header waits for readability first).

@@ -480,6 +480,7 @@ struct conn {
   std::optional<tcp::socket> sock;
   ssl_ptr ssl;
   bool healthy = false;   // may send close_notify and keep the session
+  bool session_saved = false;  // this connection's session is the device's (resume)
   bool used = false;      // has carried a request (a failure then may be a stale keep-alive)
   bool timed_out = false;
   clock_type::time_point deadline = clock_type::time_point::max();
@@ -710,6 +711,7 @@ asio::awaitable<bool> connect(shard& s, device& d, conn& c) {
     co_return false;
   }
   c.healthy = true;
+  c.session_saved = false;
   c.deadline = clock_type::time_point::max();
   record_since(s.stats.handshake_us, t0);
   if (SSL_session_reused(ssl)) ++s.stats.handshakes_resumed;
@@ -873,6 +875,17 @@ asio::awaitable<std::optional<std::string>> exchange(shard& s, device& d, conn& 
       if (reused && !got_bytes && r.status != io_status::timeout && attempt == 0) continue;
       count_error(s, d, cmd, error_kind(stage, r));
       co_return std::nullopt;
+    }
+    // Like a phone, keep the session as soon as its ticket has come (TLS 1.3 sends it after
+    // the handshake), not only when the connection ends well: a copy, because a fatal error
+    // later on this connection (the server killed) marks the connection's own session
+    // unresumable.
+    if (s.ctx.opt.resume && !c.session_saved) {
+      SSL_SESSION* cur = SSL_get0_session(c.ssl.get());
+      if (cur != nullptr && SSL_SESSION_is_resumable(cur)) {
+        d.session.reset(SSL_SESSION_dup(cur));
+        c.session_saved = true;
+      }
     }
     auto& stats = s.stats.commands[ci];
     record_since(stats.latency_us, t0);
