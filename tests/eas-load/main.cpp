@@ -683,7 +683,12 @@ asio::awaitable<bool> connect(shard& s, device& d, conn& c) {
               SSL_set1_host(ssl, o.host.c_str()) == 1;
     }
   }
-  if (setup && o.resume && d.session) setup = SSL_set_session(ssl, d.session.get()) == 1;
+  if (setup && o.resume && d.session) {
+    // A copy: a handshake that fails (the server died meanwhile) marks the session it tried
+    // unresumable, and the device's next try must still offer it.
+    const session_ptr attempt(SSL_SESSION_dup(d.session.get()));
+    setup = attempt && SSL_set_session(ssl, attempt.get()) == 1;
+  }
   if (!setup) {
     ++s.stats.handshakes_failed;
     count_error(s, d, std::nullopt, "tls setup: " + openssl_error());
