@@ -93,6 +93,33 @@ void apply_proxy_protocol_from(cursor& c) {
   c.snap().server.proxy_protocol_from = std::move(out);
 }
 
+void apply_route_methods(cursor& c) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < c.items().size(); ++i) {
+    const auto& item = c.items()[i];
+    std::string why;
+    if (is_valid_route_method(item.text, why)) {
+      out.push_back(item.text);
+    } else {
+      c.error(item, i, "bad method \"" + item.text + "\": " + why);
+    }
+  }
+  c.snap().routes[c.index()].methods = std::move(out);
+}
+
+void apply_pass_authorization(cursor& c) {
+  auto& r = c.snap().routes[c.index()];
+  // Rows apply in table order: route.client_cert is already set. A require route always
+  // forwards a certificate identity, and a client's own credentials must never travel beside
+  // it (the backend could prefer them): there Authorization is always removed.
+  if (c.boolean() && r.client_cert == route_cert_policy::require) {
+    c.error("cannot be true on a client_cert = \"require\" route: Authorization is always "
+            "removed where a certificate identity is forwarded");
+    return;
+  }
+  r.pass_authorization = c.boolean();
+}
+
 bool kerberos_mode(cursor& c) { return c.snap().identity.mode == identity_mode::kerberos; }
 
 constexpr std::string_view file_constraint = "a readable file; relative to this file's directory";
@@ -566,7 +593,10 @@ constexpr schema_row rows[] = {
      }},
     {.key = "route.response_timeout", .kind = value_kind::seconds_or_zero, .default_text = "0",
      .doc = "Upstream response timeout on this route, in seconds (ActiveSync Ping holds a "
-            "request up to 59 minutes); 0 = timeouts.upstream_response.",
+            "request up to 59 minutes); 0 = the virtual directory's default (3600 on /rpc and "
+            "/mapi), else timeouts.upstream_response. For the long-lived requests of Outlook "
+            "(RPC_IN_DATA, RPC_OUT_DATA, MAPI NotificationWait) it is also the longest pause in "
+            "either body, in place of timeouts.body_idle.",
      .max = one_day,
      .apply = [](cursor& c) { c.snap().routes[c.index()].response_timeout = c.seconds(); }},
     {.key = "route.revocation_fail", .kind = value_kind::string,
@@ -577,6 +607,25 @@ constexpr schema_row rows[] = {
      .apply = [](cursor& c) {
        c.snap().routes[c.index()].revocation_fail = pick(c, {fail_mode::closed, fail_mode::open});
      }},
+    {.key = "route.methods", .kind = value_kind::string_array,
+     .constraint = "each an HTTP method token, case-sensitive, not CONNECT; absent: the virtual "
+                   "directory's default",
+     .doc = "Methods forwarded on this route; any other gets 405 with an Allow header. Absent: "
+            "what Exchange uses on the virtual directory named by the prefix's first segment "
+            "(/rpc: GET, HEAD, RPC_IN_DATA, RPC_OUT_DATA; /owa, /ecp, /EWS, /Autodiscover, "
+            "/mapi, /PowerShell: GET, HEAD, POST; /OAB: GET, HEAD; "
+            "/Microsoft-Server-ActiveSync: GET, HEAD, OPTIONS, POST); other prefixes: no list "
+            "(CONNECT and methods cbagate does not know get 501).",
+     .min = 1,
+     .apply = apply_route_methods},
+    {.key = "route.pass_authorization", .kind = value_kind::boolean,
+     .constraint = "absent: true on \"none\" and \"optional\" routes, false on \"require\" "
+                   "routes; never true on a \"require\" route",
+     .doc = "Whether the client's Authorization header (NTLM, Negotiate, Basic) reaches the "
+            "backend. It is removed whenever a certificate identity is forwarded. A backend "
+            "connection that carried NTLM or Negotiate becomes private to that one client "
+            "connection (README: publishing the whole namespace).",
+     .apply = apply_pass_authorization},
 };
 
 void write_wrapped(std::ostream& out, std::string_view text, std::string_view indent,

@@ -183,6 +183,12 @@ struct route {
   std::uint64_t max_body_bytes = 0;       // 0 = limits.max_body_bytes
   seconds_f response_timeout{0};          // 0 = timeouts.upstream_response
   std::optional<fail_mode> revocation_fail{};  // absent = revocation.fail
+  // Methods forwarded; others get 405 + Allow. Empty = the virtual directory's default
+  // (routing/namespace.hpp: RPC_IN_DATA/RPC_OUT_DATA on /rpc, ...), none for other prefixes.
+  std::vector<std::string> methods{};
+  // Whether the client's Authorization reaches the backend (when no certificate identity is
+  // forwarded). Absent = true on "none"/"optional" routes, false on "require" routes.
+  std::optional<bool> pass_authorization{};
 
   bool operator==(const route&) const = default;
 };

@@ -322,6 +322,22 @@ bool is_valid_route_prefix(std::string_view prefix, std::string& why) {
   return true;
 }
 
+bool is_valid_route_method(std::string_view method, std::string& why) {
+  if (method.empty() || method.size() > 32) {
+    why = "must be 1..32 characters";
+    return false;
+  }
+  if (!std::all_of(method.begin(), method.end(), is_tchar)) {
+    why = "must be an HTTP method token (letters, digits and !#$%&'*+-.^_`|~ only)";
+    return false;
+  }
+  if (iequals(method, "CONNECT")) {
+    why = "CONNECT is never proxied (no tunnels)";
+    return false;
+  }
+  return true;
+}
+
 bool is_valid_identity_header(std::string_view name, std::string& why) {
   if (name.empty()) {
     why = "must not be empty";

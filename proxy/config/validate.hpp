@@ -37,6 +37,12 @@ bool is_valid_route_prefix(std::string_view prefix, std::string& why);
  */
 bool is_valid_identity_header(std::string_view name, std::string& why);
 
+/**
+ * An HTTP method for route.methods: an RFC 9110 token of at most 32 characters, not CONNECT (no
+ * tunnels through the proxy). Methods are case-sensitive (RFC 9110 9.1): "get" is not "GET".
+ */
+bool is_valid_route_method(std::string_view method, std::string& why);
+
 /** A DNS host name (letters, digits, hyphens; labels 1..63; at most 253) or an IP literal. */
 bool is_valid_host_name(std::string_view name, std::string& why);
 

@@ -10,10 +10,12 @@ namespace net = boost::asio;
 namespace bhttp = boost::beast::http;
 
 net::awaitable<void> send_local(connection& c, observability::access_record& rec, reply r,
-                                int substatus, bool keep_alive, unsigned version) {
+                                int substatus, bool keep_alive, unsigned version,
+                                std::string_view allow) {
   const local_reply_info info = info_for(r, substatus);
   keep_alive = keep_alive && !info.must_close;
   auto res = make_local_reply(info, version, keep_alive);
+  if (!allow.empty()) res.set(bhttp::field::allow, allow);
   rec.status = static_cast<int>(res.result_int());
   rec.substatus = substatus;
   if (rec.error.empty()) rec.error = std::string(info.code);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -14,6 +15,7 @@
 #include "http/tls_stream.hpp"
 #include "identity/client_identity.hpp"
 #include "observability/access_log.hpp"
+#include "upstream/pinning.hpp"
 
 namespace cbagate::http {
 
@@ -38,6 +40,9 @@ struct connection {
   std::string tls_version;
   bool resumed = false;
   std::shared_ptr<upstream::pool> pool;  // of this connection's runtime
+  // The backend connection private to this client (it carried NTLM, Negotiate or
+  // Persistent-Auth: issue 10, upstream/pinning.hpp); closed with this connection.
+  upstream::private_slot pinned{};
 
   tls_stream& tcp() { return stream; }
 };
@@ -46,6 +51,7 @@ struct connection {
 struct outcome {
   bool client_keep_alive = false;
   bool upstream_reusable = false;  // the backend connection may go back to the pool
+  bool upstream_bound = false;     // the response bound the backend connection (pinning.hpp)
 };
 
 namespace detail {
@@ -64,10 +70,12 @@ inline std::chrono::milliseconds ms(config::seconds_f s) {
 /**
  * Sends a local reply (the table row of `r`, `substatus`) to the client and fills `rec`'s
  * status, substatus and (when still empty) error code. The reply keeps the connection only
- * when `keep_alive` and the row allow it. A failed write only marks `rec.error` ("client_closed"
+ * when `keep_alive` and the row allow it. `allow`, when not empty, is sent as the Allow header
+ * (405). A failed write only marks `rec.error` ("client_closed"
  * when nothing else was recorded); the caller ends the connection anyway.
  */
 boost::asio::awaitable<void> send_local(connection& c, observability::access_record& rec, reply r,
-                                        int substatus, bool keep_alive, unsigned version = 11);
+                                        int substatus, bool keep_alive, unsigned version = 11,
+                                        std::string_view allow = {});
 
 }  // namespace cbagate::http

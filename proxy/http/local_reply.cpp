@@ -22,7 +22,7 @@ using src = error_source;
 // stable code, body text, Retry-After seconds, must_close.
 // must_close = false only where the error says nothing about the connection's state (policy
 // answers); the session still closes when it did not read the request body to its end.
-constexpr std::array<local_reply_info, 22> table{{
+constexpr std::array<local_reply_info, 23> table{{
     {reply::bad_request, src::downstream, 400, 0, "bad_request", "malformed request", 0, true},
     {reply::forbidden, src::downstream, 403, 0, "forbidden", "access denied by route policy", 0,
      false},
@@ -37,6 +37,8 @@ constexpr std::array<local_reply_info, 22> table{{
     {reply::delegation_denied, src::internal, 403, 0, "delegation_denied",
      "delegation to the backend refused for this user", 0, false},
     {reply::not_found, src::downstream, 404, 0, "not_found", "no route for this path", 0, false},
+    {reply::method_not_allowed, src::downstream, 405, 0, "method_not_allowed",
+     "method not allowed on this path", 0, false},
     {reply::request_timeout, src::downstream, 408, 0, "request_timeout",
      "request not received in time", 0, true},
     {reply::body_too_large, src::downstream, 413, 0, "body_too_large", "request body too large",

@@ -21,6 +21,7 @@ enum class reply : std::uint8_t {
                             ///<       17 expired/not yet valid; 0 route policy
   delegation_denied,        ///< 403: the KDC refused S4U for this user
   not_found,                ///< 404: no route
+  method_not_allowed,       ///< 405 + Allow: a method the route does not forward
   request_timeout,          ///< 408: the request header did not arrive in time
   body_too_large,           ///< 413: over the route's max_body_bytes
   uri_too_long,             ///< 414: target over limits.max_target_bytes

@@ -33,7 +33,7 @@ metrics::metrics(observability::registry& r)
            "body_too_large", "request_header_timeout", "expectation_failed",
            "method_not_supported", "upstream_connect_failed", "upstream_timeout",
            "upstream_reset", "upstream_write_failed", "upstream_upgrade", "client_closed",
-           "bad_request_body", "certificate", "framing"})),
+           "bad_request_body", "certificate", "framing", "method_not_allowed"})),
       cert_rejections(r.add_labeled_counter("cbagate_certificate_rejections_total",
                                             "Client certificates refused, by reason", "reason",
                                             rejection_names())),
@@ -46,6 +46,13 @@ metrics::metrics(observability::registry& r)
                                        "TLS handshakes that failed or were refused")),
       upstream_connect_failures(r.add_counter("cbagate_upstream_connect_failures_total",
                                               "Requests for which no backend could be reached")),
+      upstream_private_open(r.add_gauge(
+          "cbagate_upstream_private_connections",
+          "Backend connections private to one client connection (they carried NTLM, Negotiate "
+          "or Persistent-Auth)")),
+      upstream_pinned_requests(r.add_counter(
+          "cbagate_upstream_pinned_requests_total",
+          "Requests sent on a backend connection private to their client connection")),
       bytes_in(r.add_counter("cbagate_request_body_bytes_total", "Request body bytes relayed")),
       bytes_out(r.add_counter("cbagate_response_body_bytes_total", "Response body bytes relayed")),
       request_seconds(r.add_histogram("cbagate_request_duration_seconds",

@@ -23,6 +23,8 @@ struct metrics {
   observability::counter& handshakes_resumed;
   observability::counter& handshake_failures;
   observability::counter& upstream_connect_failures;
+  observability::gauge& upstream_private_open;      // pinned backend connections (issue 10)
+  observability::counter& upstream_pinned_requests;  // requests sent on a pinned connection
   observability::counter& bytes_in;
   observability::counter& bytes_out;
   observability::histogram& request_seconds;

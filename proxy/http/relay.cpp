@@ -21,6 +21,7 @@
 
 #include "http/sanitize.hpp"
 #include "observability/log.hpp"
+#include "upstream/pinning.hpp"
 
 namespace cbagate::http {
 namespace {
@@ -310,6 +311,8 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   auto& res = res_p.get();
   rec.upstream_status = static_cast<int>(res.result_int());
   const bool upstream_keep_alive = res.keep_alive();
+  // Before sanitizing: WWW-Authenticate and Persistent-Auth as the backend sent them (issue 10).
+  out.upstream_bound = upstream::response_binds_connection(res);
   sanitize_response(res);
   // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
   // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
@@ -406,7 +409,9 @@ net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection
                                      bhttp::request_parser<bhttp::buffer_body>& req_p,
                                      const relay_plan& plan, observability::access_record& rec,
                                      steady::time_point t0) {
-  exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, ms(c.rt.cfg->timeouts.body_idle), {}, {}, {}};
+  const auto body_idle =
+      plan.body_idle.count() > 0 ? plan.body_idle : ms(c.rt.cfg->timeouts.body_idle);
+  exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}};
   if (!co_await send_request(x)) co_return outcome{};
   if (!co_await receive_response_header(x)) co_return outcome{};
   co_return co_await relay_response(x);

@@ -22,6 +22,10 @@ struct relay_plan {
   bool head = false;
   std::uint64_t max_body = 0;  // 0 = unlimited
   std::chrono::milliseconds response_timeout{0};
+  // The longest pause in either body: timeouts.body_idle, or for Outlook's long-lived requests
+  // (RPC_IN_DATA/RPC_OUT_DATA, MAPI NotificationWait) the route's response timeout. 0 =
+  // timeouts.body_idle.
+  std::chrono::milliseconds body_idle{0};
   // The client's own version and keep-alive wish, taken before the request is rewritten for
   // the backend (HTTP/1.1, keep-alive, Connection removed): the response is framed for these.
   unsigned client_version = 11;

@@ -22,7 +22,9 @@
 #include "http/tls_stream.hpp"
 #include "observability/log.hpp"
 #include "routing/authorize.hpp"
+#include "routing/namespace.hpp"
 #include "routing/normalize.hpp"
+#include "upstream/pinning.hpp"
 
 // The request path, one phase per function, in the order a request meets them:
 //
@@ -57,6 +59,7 @@ struct refusal {
   int substatus = 0;
   bool keep = false;
   unsigned version = 11;
+  std::string allow{};  // 405: the Allow header
 };
 using verdict = std::optional<refusal>;  // nullopt: on to the next phase
 
@@ -90,6 +93,7 @@ struct request {
   // delegate
   relay_plan plan;
   upstream::lease lease;
+  bool client_binds = false;  // the client's own NTLM/Negotiate goes to the backend (issue 10)
 
   auto& msg() { return parser.get(); }
   unsigned version() { return parser.get().version(); }
@@ -234,7 +238,8 @@ verdict check_header(connection& c, request& rq, const header_read& h) {
   // Only GET/HEAD/... without a body may keep the connection after a local refusal; with a
   // body the unread bytes would be taken for the next request.
   rq.keep_after_refusal = !rq.has_body && req.keep_alive() && !c.w.draining;
-  if (req.method() == bhttp::verb::connect || req.method() == bhttp::verb::unknown) {
+  // Other methods are judged by the route (route()): RPC_IN_DATA is right on /rpc only.
+  if (req.method() == bhttp::verb::connect) {
     rec.error = "method_not_supported";
     return refusal{reply::not_implemented};
   }
@@ -263,6 +268,20 @@ verdict route(connection& c, request& rq) {
     return refusal{reply::not_found, 0, rq.keep_after_refusal, rq.version()};
   }
   rec.route = rq.route->prefix;
+  // Methods (issue 10): a virtual directory forwards what Exchange uses there (RPC_IN_DATA and
+  // RPC_OUT_DATA on /rpc), anything else gets 405 with Allow; a route without a list refuses
+  // only methods we do not know (501).
+  const config::route& r = *rq.route;
+  if (routing::restricts_methods(r)) {
+    if (!routing::method_allowed(r, rq.msg().method_string())) {
+      rec.error = "method_not_allowed";
+      return refusal{reply::method_not_allowed, 0, rq.keep_after_refusal, rq.version(),
+                     routing::allow_header(r)};
+    }
+  } else if (rq.msg().method() == bhttp::verb::unknown) {
+    rec.error = "method_not_supported";
+    return refusal{reply::not_implemented};
+  }
   return std::nullopt;
 }
 
@@ -382,8 +401,12 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
   plan.max_body = max_body;
   plan.client_version = req.version();
   plan.client_keep_alive = req.keep_alive();
-  plan.response_timeout = ms(route.response_timeout.count() > 0 ? route.response_timeout
-                                                                : cfg.timeouts.upstream_response);
+  plan.response_timeout = ms(routing::response_timeout(route, cfg.timeouts.upstream_response));
+  // Outlook's channels and long polls pause for minutes between body bytes: for them the
+  // route's response timeout is also the body idle limit (issue 10).
+  plan.body_idle = ms(cfg.timeouts.body_idle);
+  if (routing::is_long_lived(req.method_string(), req["X-RequestType"]))
+    plan.body_idle = std::max(plan.body_idle, plan.response_timeout);
   const bool was_chunked = req.chunked();
   if (auto e = req.find(bhttp::field::expect); e != req.end()) {
     if (beast::iequals(e->value(), "100-continue") && req.version() >= 11 && rq.has_body) {
@@ -396,8 +419,13 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
   }
   std::string host = rq.target->authority.empty() ? std::string(req[bhttp::field::host])
                                                   : rq.target->authority;
-  sanitize_request(req.base(), sanitize_options{cfg.identity.header,
-                                                route.client_cert != config::route_cert_policy::none});
+  // The client's own Authorization passes only where the route says so, and never beside a
+  // certificate identity (routing::passes_authorization).
+  sanitize_request(req.base(),
+                   sanitize_options{cfg.identity.header, !routing::passes_authorization(
+                                                             route, rq.decision.forward_identity)});
+  // Credentials the client sent itself (read before Kerberos mode adds its own token).
+  rq.client_binds = upstream::request_binds_connection(req.base());
   add_forwarding_headers(req.base(), forwarding_info{c.client_ip, "https", host});
   if (!host.empty()) req.set(bhttp::field::host, host);
   // Header mode: the account in the configured header. Kerberos mode: the identity travels only
@@ -457,7 +485,14 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
   // (A named argument: GCC 12 destroys a coroutine argument built by a conditional expression
   // twice.)
   std::string pool_key = kerberos ? rq.account : std::string();
-  rq.lease = co_await pool.acquire(std::move(pool_key));
+  // A backend connection private to this client serves its later requests that forward no
+  // certificate identity (the NTLM legs and what follows them); no other client ever gets it.
+  if (!rq.decision.forward_identity) rq.lease.conn = c.pinned.take(pool);
+  if (rq.lease.conn) {
+    rq.lease.reused = true;
+  } else {
+    rq.lease = co_await pool.acquire(std::move(pool_key));
+  }
   if (!rq.lease.conn) {
     rec.error = "upstream_connect_failed";
     rec.upstream_connect_us = micros(rq.lease.connect_time);
@@ -469,6 +504,14 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
   if (!rq.lease.reused) rec.upstream_connect_us = micros(rq.lease.connect_time);
   rec.upstream = pool.server(rq.lease.conn->server).url;
   rq.lease.conn->requests++;
+  rec.upstream_conn = rq.lease.reused ? "reused" : "new";
+  // Connection-bound authentication (issue 10): the client's NTLM or Negotiate makes this
+  // backend connection private to this client connection before anything is sent on it.
+  if (rq.client_binds) upstream::make_private(*rq.lease.conn, &c.rt.metrics->upstream_private_open);
+  if (rq.lease.conn->pinned) {
+    rec.upstream_conn = "private";
+    c.rt.metrics->upstream_pinned_requests.inc();
+  }
   if (kerberos) co_return co_await kerberos_token(c, rq);
   co_return std::nullopt;
 }
@@ -501,12 +544,23 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   if (!v) v = map(c, rq);
   if (!v) v = co_await delegate(c, rq);
   if (v) {
-    co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version);
+    co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);
     co_return finish(c, rq, v->keep);
   }
   // relay (relay.cpp): the backend connection goes back to the pool only after a clean exchange.
   const outcome out = co_await relay(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0);
-  if (out.upstream_reusable) c.pool->release(std::move(rq.lease.conn));
+  // A response that offers or completes NTLM/Negotiate, or says Persistent-Auth, binds the
+  // connection too, unless the token on it is cbagate's own (Kerberos mode: keyed per user).
+  upstream::connection& uc = *rq.lease.conn;
+  const bool own_token =
+      c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
+  if (out.upstream_bound && !own_token && !uc.pinned) {
+    upstream::make_private(uc, &c.rt.metrics->upstream_private_open);
+    rq.rec.upstream_conn = "private";
+    c.rt.metrics->upstream_pinned_requests.inc();
+  }
+  // Kept for this client if private, back to the pool if clean, else closed.
+  c.pinned.finish(*c.pool, std::move(rq.lease.conn), out.upstream_reusable);
   co_return finish(c, rq, out.client_keep_alive && rq.rec.error.empty());
 }
 

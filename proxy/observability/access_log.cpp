@@ -135,6 +135,7 @@ void access_log::render_into(std::string& out, const access_record& r, bool log_
   num("bytes_in", r.bytes_in);
   num("bytes_out", r.bytes_out);
   str("upstream", r.upstream);
+  str("upstream_conn", r.upstream_conn);
   num("upstream_status", r.upstream_status);
   num("total_us", r.total_us);
   num("upstream_connect_us", r.upstream_connect_us);

@@ -41,6 +41,10 @@ struct access_record {
   std::uint64_t bytes_in = 0;   ///< request body bytes read from the client
   std::uint64_t bytes_out = 0;  ///< response body bytes sent to the client
   std::string upstream;         ///< backend server URL, "" when not forwarded
+  /** The backend connection: "new", "reused" (from the pool), "private" (one that carried
+   *  NTLM/Negotiate/Persistent-Auth, private to this client connection: issue 10), "" when
+   *  not forwarded. */
+  std::string upstream_conn;
   int upstream_status = 0;      ///< 0 = no upstream response
   std::int64_t total_us = 0;
   std::int64_t upstream_connect_us = -1;     ///< -1 = not applicable (pooled, not forwarded)
@@ -60,7 +64,7 @@ struct access_record {
  *    "path":"/Microsoft-Server-ActiveSync","query":"Cmd=Ping&User=redacted&DeviceId=ABC",
  *    "route":"/Microsoft-Server-ActiveSync","upn":"alice@corp.example","cert_serial":"01",...,
  *    "status":200,"substatus":0,"error":"","bytes_in":120,"bytes_out":30,
- *    "upstream":"https://ex1:443","upstream_status":200,"total_us":1234,
+ *    "upstream":"https://ex1:443","upstream_conn":"reused","upstream_status":200,"total_us":1234,
  *    "upstream_connect_us":-1,"upstream_first_byte_us":800,"delegation_us":-1,
  *    "user_agent":"Apple-iPhone/1902.3","extra":{}}
  *

@@ -72,6 +72,17 @@ const boost::system::error_category& category() noexcept {
   return instance;
 }
 
+connection::~connection() {
+  if (pinned && private_open != nullptr) private_open->dec();
+}
+
+void make_private(connection& c, observability::gauge* open) noexcept {
+  if (c.pinned) return;
+  c.pinned = true;
+  c.private_open = open;
+  if (open != nullptr) open->inc();
+}
+
 beast::tcp_stream& connection::tcp() noexcept {
   if (auto* p = std::get_if<plain_stream>(&stream)) return *p;
   return beast::get_lowest_layer(std::get<tls_stream>(stream));
@@ -169,7 +180,7 @@ net::awaitable<lease> pool::acquire(std::string key) {
   while (!idle_.empty()) {
     std::unique_ptr<connection> c;
     for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
-      if ((*it)->key == key) {
+      if ((*it)->key == key && !(*it)->pinned) {
         c = std::move(*it);
         idle_.erase(std::next(it).base());
         break;
@@ -198,7 +209,7 @@ net::awaitable<lease> pool::acquire(std::string key) {
       const bool down = clock::now() < down_until_[i];
       if ((pass == 0) == down || tried[i]) continue;
       tried[i] = true;
-      auto c = std::make_unique<connection>(connection{plain_stream(ex_), i, key, next_id_++});
+      auto c = std::make_unique<connection>(plain_stream(ex_), i, key, next_id_++);
       std::string why;
       error_code ec = co_await connect_one(i, *c, why);
       if (!ec) {
@@ -215,8 +226,15 @@ net::awaitable<lease> pool::acquire(std::string key) {
   co_return result;
 }
 
+bool pool::reusable(connection& conn) const {
+  return clock::now() - conn.idle_since < cfg_->upstream.idle_timeout && looks_alive(conn.tcp());
+}
+
 void pool::release(std::unique_ptr<connection> conn) {
   if (!conn) return;
+  // A connection that carried connection-bound authentication runs as its user for every later
+  // request on it (issue 10): it is closed rather than shared.
+  if (conn->pinned) return;
   if (cfg_->upstream.max_idle_per_server == 0) return;  // closed by the destructor
   // At the bound, the least recently used idle connection of that server makes room: with
   // per-user keys (Kerberos) the active users keep theirs.

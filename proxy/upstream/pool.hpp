@@ -18,6 +18,7 @@
 
 #include "common/expected.hpp"
 #include "config/snapshot.hpp"
+#include "observability/metrics.hpp"
 
 namespace cbagate::upstream {
 
@@ -39,6 +40,13 @@ inline error_code make_error_code(errc e) noexcept { return {static_cast<int>(e)
 
 /** One backend connection, owned by exactly one session while checked out. */
 struct connection {
+  connection(std::variant<plain_stream, tls_stream> s, std::size_t srv, std::string k,
+             std::uint64_t serial)
+      : stream(std::move(s)), server(srv), key(std::move(k)), id(serial) {}
+  connection(const connection&) = delete;
+  connection& operator=(const connection&) = delete;
+  ~connection();
+
   std::variant<plain_stream, tls_stream> stream;
   std::size_t server = 0;        // index into upstream.servers
   std::string key;               // pool key ("" in header mode, the user in Kerberos mode)
@@ -49,11 +57,23 @@ struct connection {
   // of the certificate's signature (SHA-256 for MD5/SHA-1). Empty for plain HTTP. Kerberos
   // tokens carry it as channel binding (Exchange Extended Protection).
   std::vector<unsigned char> tls_server_end_point{};
+  // Private to the one client connection that used it (connection-bound authentication,
+  // pinning.hpp): it serves only that client's later requests, never goes back to a pool and
+  // is closed with that client connection. Set by make_private(), never cleared.
+  bool pinned = false;
+  observability::gauge* private_open = nullptr;  // decremented when a pinned connection closes
 
   template <class F>
   decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), stream); }
   beast::tcp_stream& tcp() noexcept;
 };
+
+/**
+ * Makes `c` private to the client connection that holds it (idempotent). `open`, if given, is
+ * the gauge of private connections open: incremented now, decremented when `c` is destroyed;
+ * it must outlive `c`.
+ */
+void make_private(connection& c, observability::gauge* open) noexcept;
 
 /** The outcome of acquire(). */
 struct lease {
@@ -91,8 +111,13 @@ class pool {
    */
   net::awaitable<lease> acquire(std::string key);
 
-  /** Gives a connection back after a clean exchange; it is kept idle if the pool has room. */
+  /** Gives a connection back after a clean exchange; it is kept idle if the pool has room.
+   *  A pinned (private) connection is never kept: it is closed here. */
   void release(std::unique_ptr<connection> conn);
+
+  /** Whether an idle connection held outside the pool (a client's private connection) can
+   *  carry another request: within upstream.idle_timeout and not closed by the backend. */
+  bool reusable(connection& conn) const;
 
   /** Closes idle connections older than upstream.idle_timeout. Cheap; called periodically. */
   void sweep();

@@ -1,5 +1,6 @@
 // In-process tests of the mock Exchange's pure parts: query decoding, WBXML, the ActiveSync
 // reply logic, the held-request registry and the command line.
+#include "conn_auth.hpp"
 #include "eas.hpp"
 #include "mock_fixtures.hpp"
 #include "negotiate.hpp"
@@ -314,4 +315,68 @@ TEST_CASE("mock: Negotiate options need a keytab and take require or ignore") {
                       "--channel-bindings", "maybe"};
   CHECK(mock::parse_options(static_cast<int>(bad_mode.size()),
                             const_cast<char**>(bad_mode.data())).exit_code == 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection-bound authentication (conn_auth.hpp)
+
+TEST_CASE("conn_auth: NTLM takes two legs on one connection, then the connection is the user") {
+  using namespace cbagate::mock;
+  conn_auth_state conn;
+  auto r1 = authenticate(conn, "NTLM " + ntlm_type1(), "", std::nullopt, "ABCDEFGH");
+  CHECK_FALSE(r1.ok);
+  REQUIRE(r1.www_authenticate.size() == 1);
+  CHECK(r1.www_authenticate[0].starts_with("NTLM "));
+  auto ch = ntlm_challenge_of(r1.www_authenticate[0].substr(5));
+  REQUIRE(ch);
+  CHECK(*ch == "ABCDEFGH");
+  auto r2 = authenticate(conn, "NTLM " + ntlm_type3(*ch, "alice", "pw-alice"), "", std::nullopt, "x");
+  CHECK(r2.ok);
+  CHECK(r2.user == "alice");
+  CHECK(r2.via == "NTLM");
+  auto r3 = authenticate(conn, "", "", std::nullopt, "x");
+  CHECK(r3.ok);
+  CHECK(r3.user == "alice");
+  CHECK(r3.via == "connection");
+  // Another connection has nothing.
+  conn_auth_state other;
+  auto r4 = authenticate(other, "", "", std::nullopt, "x");
+  CHECK_FALSE(r4.ok);
+  CHECK(r4.www_authenticate.size() == 3);
+}
+
+TEST_CASE("conn_auth: a type 3 on a connection without its challenge, or a forged one, is refused") {
+  using namespace cbagate::mock;
+  conn_auth_state a, b;
+  (void)authenticate(a, "NTLM " + ntlm_type1(), "", std::nullopt, "12345678");
+  auto moved = authenticate(b, "NTLM " + ntlm_type3("12345678", "alice", "pw-alice"), "",
+                            std::nullopt, "x");
+  CHECK_FALSE(moved.ok);
+  CHECK(b.user.empty());
+  auto wrong = authenticate(a, "NTLM " + ntlm_type3("12345678", "alice", "bad"), "", std::nullopt, "x");
+  CHECK_FALSE(wrong.ok);
+  CHECK(a.user.empty());
+  auto garbage = authenticate(a, "NTLM %%%", "", std::nullopt, "x");
+  CHECK_FALSE(garbage.ok);
+}
+
+TEST_CASE("conn_auth: Negotiate test token, Basic per request, identity header") {
+  using namespace cbagate::mock;
+  conn_auth_state conn;
+  auto k = authenticate(conn, "Negotiate " + base64_encode("MOCK-KRB5:bob:pw-bob"), "",
+                        std::nullopt, "x");
+  CHECK(k.ok);
+  CHECK(k.persistent_auth);
+  CHECK(conn.user == "bob");
+  conn_auth_state c2;
+  auto basic = authenticate(c2, "Basic " + base64_encode("carol:pw-carol"), "", std::nullopt, "x");
+  CHECK(basic.ok);
+  CHECK(basic.user == "carol");
+  CHECK(c2.user.empty());  // Basic is not bound to the connection
+  auto hdr = authenticate(c2, "", "dave@example.com", std::nullopt, "x");
+  CHECK(hdr.ok);
+  CHECK(hdr.via == "header");
+  CHECK(base64_encode("f") == "Zg==");
+  CHECK(base64_encode("fo") == "Zm8=");
+  CHECK(base64_encode("foo") == "Zm9v");
 }

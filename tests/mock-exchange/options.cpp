@@ -57,6 +57,8 @@ std::string usage() {
   --negotiate-principal NAME     acceptor name (HTTP/host[@REALM] or HTTP@host); default any key
   --negotiate-rcache SPEC        replay cache: temp (per-process, default), none, or TYPE:RESIDUAL
   --require-negotiate            /owa, /ecp, /Microsoft-Server-ActiveSync need a valid token (401)
+  --notification-wait-seconds S  how long a MAPI NotificationWait is held (default 60)
+  --mapi-pending-ms MS           PENDING keep-alive period of MAPI responses (default 15000; 0 = none)
   --channel-bindings MODE        ignore (default) | require: TLS tokens must carry RFC 5929
                                  tls-server-end-point bindings of the mock's certificate
 )";
@@ -158,6 +160,12 @@ parse_result parse_options(int argc, char** argv) {
         return fail("--negotiate-rcache: expected temp, none or TYPE:RESIDUAL");
       }
       o.negotiate_rcache = v;
+    } else if (arg == "--notification-wait-seconds") {
+      if (!to_number(v, o.notification_wait_s) || o.notification_wait_s > 3600) {
+        return fail("--notification-wait-seconds: expected 0..3600");
+      }
+    } else if (arg == "--mapi-pending-ms") {
+      if (!to_number(v, o.mapi_pending_ms)) return fail("--mapi-pending-ms: expected milliseconds");
     } else if (arg == "--channel-bindings") {
       if (v != "require" && v != "ignore") return fail("--channel-bindings: expected require or ignore");
       o.require_channel_bindings = v == "require";

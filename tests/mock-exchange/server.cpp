@@ -1,5 +1,6 @@
 #include "server.hpp"
 
+#include "conn_auth.hpp"
 #include "eas.hpp"
 #include "negotiate.hpp"
 #include "ping_registry.hpp"
@@ -31,6 +32,7 @@
 #include <boost/json/string.hpp>
 
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -50,7 +52,9 @@
 #include <filesystem>
 #include <cstdlib>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -186,6 +190,8 @@ struct shared_state {
   std::atomic<std::uint64_t> next_connection{1};
   std::atomic<std::int64_t> open_connections{0};
   std::atomic<std::uint64_t> requests{0};
+  std::mutex open_mu;                  // guards open_ids (connections live on several threads)
+  std::set<std::uint64_t> open_ids;    // for /mock/connection/<id>
 };
 
 struct connection_info {
@@ -195,6 +201,7 @@ struct connection_info {
   std::string peer;
   std::string client_subject;
   bool closed = false;  // the socket was closed on purpose or by the peer
+  conn_auth_state auth;  // IIS-like connection-bound authentication (conn_auth.hpp)
 };
 
 struct request_ctx {
@@ -325,7 +332,17 @@ net::awaitable<bool> send(Stream& s, const request_msg& req, request_ctx& ctx,
   bool keep = req.keep_alive() && ctx.body_done;
   stamp(res, ctx, conn, keep);
   if (!r.content_type.empty()) res.set(http::field::content_type, r.content_type);
-  for (const auto& [name, value] : r.headers) res.set(name, value);
+  for (std::size_t i = 0; i < r.headers.size(); ++i) {
+    const auto& [name, value] = r.headers[i];
+    // A name seen before in this list is added again (several WWW-Authenticate challenges).
+    const bool repeated = std::any_of(r.headers.begin(), r.headers.begin() + static_cast<std::ptrdiff_t>(i),
+                                      [&](const auto& h) { return iequals(h.first, name); });
+    if (repeated) {
+      res.insert(name, value);
+    } else {
+      res.set(name, value);
+    }
+  }
   if (r.status < 200 || r.status == 204 || r.status == 304) r.body.clear();
   res.body() = std::move(r.body);
   res.prepare_payload();
@@ -628,12 +645,218 @@ net::awaitable<bool> die_mid_response(Stream& s, const request_msg& req, request
 }
 
 // ---------------------------------------------------------------------------------------------
+// Outlook virtual directories: connection-bound authentication, Outlook Anywhere channels, MAPI
+
+constexpr std::string_view vdir_names[] = {"autodiscover", "ews", "mapi", "rpc", "oab",
+                                           "powershell"};
+
+void add_auth_headers(header_list& h, const auth_result& a) {
+  for (const auto& v : a.www_authenticate) h.emplace_back("WWW-Authenticate", v);
+  if (a.persistent_auth) h.emplace_back("Persistent-Auth", "true");
+  h.emplace_back("X-Mock-Auth-User", a.ok ? a.user : std::string("-"));
+  h.emplace_back("X-Mock-Auth-Via", a.ok ? a.via : std::string("-"));
+}
+
+template <class Body>
+void set_auth_headers(http::response<Body>& res, const auth_result& a) {
+  header_list h;
+  add_auth_headers(h, a);
+  for (const auto& [k, v] : h) res.insert(k, v);
+}
+
+// RPC_OUT_DATA: the OUT channel. `bytes` pattern bytes (query, default 65536) with
+// Content-Length, in 16 KiB pieces, `pause_ms` (query, default 0) apart.
+template <class Stream>
+net::awaitable<bool> rpc_out(Stream& s, const request_msg& req, request_ctx& ctx,
+                             connection_info& conn, const shared_state& st, const auth_result& a) {
+  const std::uint64_t n = to_number<std::uint64_t>(query_param(ctx.query, "bytes")).value_or(65536);
+  const auto pause = std::chrono::milliseconds(
+      to_number<unsigned>(query_param(ctx.query, "pause_ms")).value_or(0));
+  http::response<http::buffer_body> res{http::status::ok, req.version()};
+  const bool keep = req.keep_alive() && ctx.body_done;
+  stamp(res, ctx, conn, keep);
+  set_auth_headers(res, a);
+  res.set(http::field::content_type, "application/rpc");
+  res.content_length(n);
+  ctx.status = 200;
+  http::response_serializer<http::buffer_body> sr{res};
+  lowest(s).expires_after(st.opts.idle_timeout);
+  if (auto [ec, w] = co_await http::async_write_header(s, sr, use_nothrow); ec) {
+    ctx.error = "write: " + ec.message();
+    co_return false;
+  }
+  auto chunk = std::make_unique_for_overwrite<char[]>(chunk_size);
+  net::steady_timer timer(co_await net::this_coro::executor);
+  std::uint64_t off = 0;
+  for (;;) {
+    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_size, n - off));
+    if (k > 0 && off > 0 && pause.count() > 0) {
+      timer.expires_after(pause);
+      co_await timer.async_wait(use_nothrow);
+    }
+    if (k > 0) fill_pattern(chunk.get(), off, k);
+    res.body().data = k > 0 ? chunk.get() : nullptr;
+    res.body().size = k;
+    res.body().more = k > 0;
+    off += k;
+    lowest(s).expires_after(st.opts.idle_timeout);
+    auto [ec, w] = co_await http::async_write(s, sr, use_nothrow);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      ctx.error = "write: " + ec.message();
+      co_return false;
+    }
+    if (k == 0) break;
+  }
+  ctx.complete = true;
+  co_return keep;
+}
+
+// A MAPI over HTTP response ([MS-OXCMAPIHTTP] 2.2.7, 3.2.5.2): 200 chunked at once with
+// PROCESSING, PENDING every --mapi-pending-ms while the request is held, then DONE, the
+// X-ElapsedTime/X-StartTime meta-tags and the binary body. A NotificationWait is held
+// --notification-wait-seconds; every other request type answers at once.
+template <class Stream>
+net::awaitable<bool> mapi(Stream& s, const request_msg& req, request_ctx& ctx,
+                          connection_info& conn, const shared_state& st, const auth_result& a) {
+  const std::string request_type(req["X-RequestType"]);
+  const bool wait = iequals(request_type, "NotificationWait");
+  http::response<http::empty_body> res{http::status::ok, req.version()};
+  const bool chunked = req.version() >= 11;
+  const bool keep = req.keep_alive() && ctx.body_done && chunked;
+  stamp(res, ctx, conn, keep);
+  set_auth_headers(res, a);
+  res.set(http::field::content_type, "application/mapi-http");
+  res.set("X-RequestType", request_type.empty() ? std::string("Unknown") : request_type);
+  res.set("X-ResponseCode", "0");
+  res.set("X-PendingPeriod", std::to_string(st.opts.mapi_pending_ms));
+  if (chunked) res.chunked(true);
+  ctx.status = 200;
+  http::response_serializer<http::empty_body> sr{res};
+  lowest(s).expires_after(st.opts.idle_timeout);
+  if (auto [ec, n] = co_await http::async_write_header(s, sr, use_nothrow); ec) {
+    ctx.error = "write: " + ec.message();
+    co_return false;
+  }
+  auto put = [&](std::string piece) -> net::awaitable<bool> {
+    lowest(s).expires_after(st.opts.idle_timeout);
+    beast::error_code ec;
+    if (chunked) {
+      std::tie(ec, std::ignore) =
+          co_await net::async_write(s, http::make_chunk(net::buffer(piece)), use_nothrow);
+    } else {
+      std::tie(ec, std::ignore) = co_await net::async_write(s, net::buffer(piece), use_nothrow);
+    }
+    if (ec) ctx.error = "write: " + ec.message();
+    co_return !ec;
+  };
+  const auto start = std::chrono::steady_clock::now();
+  if (!co_await put("PROCESSING\r\n")) co_return false;
+  std::uint64_t pendings = 0;
+  if (wait) {
+    const auto until = start + std::chrono::seconds(st.opts.notification_wait_s);
+    net::steady_timer timer(co_await net::this_coro::executor);
+    for (;;) {
+      auto next = until;
+      if (st.opts.mapi_pending_ms > 0)
+        next = std::min(next, std::chrono::steady_clock::now() +
+                                  std::chrono::milliseconds(st.opts.mapi_pending_ms));
+      timer.expires_at(next);
+      co_await timer.async_wait(use_nothrow);
+      if (std::chrono::steady_clock::now() >= until) break;
+      if (!co_await put("PENDING\r\n")) co_return false;
+      ++pendings;
+    }
+  }
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::steady_clock::now() - start).count();
+  // NotificationWait success body ([MS-OXCMAPIHTTP] 2.2.4.4.2): StatusCode, ErrorCode,
+  // EventPending, AuxiliaryBufferSize, all 0 (no event: the wait expired).
+  std::string done = "DONE\r\nX-ElapsedTime: " + std::to_string(elapsed) + "\r\nX-StartTime: " +
+                     iso_time(ctx.wall) + "\r\n\r\n" + std::string(16, '\0');
+  if (!co_await put(std::move(done))) co_return false;
+  if (chunked) {
+    lowest(s).expires_after(st.opts.idle_timeout);
+    if (auto [ec, n] = co_await net::async_write(s, http::make_chunk_last(), use_nothrow); ec) {
+      ctx.error = "write: " + ec.message();
+      co_return false;
+    }
+  }
+  if (ctx.logging) {
+    ctx.extra["mapi"] = json::object{{"request_type", json_text(request_type)},
+                                     {"held_ms", elapsed},
+                                     {"pending", pendings}};
+  }
+  ctx.complete = true;
+  co_return keep;
+}
+
+template <class Stream>
+net::awaitable<bool> vdir(Stream& s, beast::flat_buffer& buf, parser_t& p, request_ctx& ctx,
+                          connection_info& conn, shared_state& st, std::uint64_t which) {
+  const request_msg& req = p.get();
+  const std::string_view name = vdir_names[which < std::size(vdir_names) ? which : 0];
+  std::string_view authorization;
+  if (auto it = req.find(http::field::authorization); it != req.end()) authorization = it->value();
+  std::optional<kerberos_verdict> krb;
+  if (ctx.nego) {
+    krb = kerberos_verdict{ctx.nego->authenticated, ctx.nego->principal, ctx.nego->output_token};
+  }
+  unsigned char challenge[8];
+  if (RAND_bytes(challenge, sizeof challenge) != 1) std::memset(challenge, 'c', sizeof challenge);
+  const auth_result a = authenticate(
+      conn.auth, authorization,
+      ctx.identities.empty() ? std::string_view{} : std::string_view(ctx.identities.front()), krb,
+      std::string_view(reinterpret_cast<const char*>(challenge), sizeof challenge));
+  if (ctx.logging) {
+    ctx.extra["auth"] = json::object{{"user", a.ok ? json::value(json_text(a.user)) : json::value(nullptr)},
+                                     {"via", a.ok ? json::value(a.via) : json::value(nullptr)},
+                                     {"error", a.error.empty() ? json::value(nullptr)
+                                                               : json::value(json_text(a.error))},
+                                     {"connection_user", json_text(conn.auth.user)},
+                                     {"handshakes", conn.auth.handshakes}};
+  }
+  if (!a.ok) {
+    // Like IIS, the body of a refused request is read only when it is small (an NTLM leg on a
+    // kept-alive connection); a large one (an RPC_IN_DATA channel) is not, and the connection
+    // closes after the 401.
+    const auto cl = p.content_length();
+    if (p.is_done() || (cl && *cl <= capture_limit) || (!cl && p.chunked())) {
+      if (auto ec = co_await read_body(s, buf, p, ctx, st)) {
+        ctx.error = "read body: " + ec.message();
+        co_return false;
+      }
+    }
+    reply r = text_reply(401, "mock-exchange: " + std::string(name) + ": authentication required\n");
+    add_auth_headers(r.headers, a);
+    co_return co_await send(s, req, ctx, conn, st, std::move(r));
+  }
+  if (auto ec = co_await read_body(s, buf, p, ctx, st)) {
+    ctx.error = "read body: " + ec.message();
+    co_return false;
+  }
+  const std::string_view method = req.method_string();
+  if (name == "rpc" && method == "RPC_OUT_DATA") co_return co_await rpc_out(s, req, ctx, conn, st, a);
+  if (name == "mapi" && method == "POST") co_return co_await mapi(s, req, ctx, conn, st, a);
+  json::object body{{"mock", name},
+                    {"user", json_text(a.user)},
+                    {"via", a.via},
+                    {"method", json_text(method)},
+                    {"path", json_text(ctx.path)},
+                    {"body_bytes", ctx.body_bytes},
+                    {"body_sha256", ctx.sha.hex()}};
+  reply r{200, "application/json", json::serialize(body) + "\n", {}};
+  add_auth_headers(r.headers, a);
+  co_return co_await send(s, req, ctx, conn, st, std::move(r));
+}
+
+// ---------------------------------------------------------------------------------------------
 // One request
 
 enum class route_kind {
-  eas, owa_events, owa, ecp, healthcheck, not_found,
+  eas, owa_events, owa, ecp, healthcheck, not_found, vdir,
   mock_echo, mock_status, mock_bytes, mock_chunked, mock_die, mock_slow, mock_notify, mock_stats,
-  mock_bad,
+  mock_connection, mock_bad,
 };
 
 struct route {
@@ -656,6 +879,7 @@ route classify(std::string_view path) {
     if (auto a = arg("bytes/")) return {route_kind::mock_bytes, *a};
     if (auto a = arg("chunked/")) return {route_kind::mock_chunked, *a};
     if (auto a = arg("slow-headers/"); a && *a <= 600000) return {route_kind::mock_slow, *a};
+    if (auto a = arg("connection/")) return {route_kind::mock_connection, *a};
     return {route_kind::mock_bad};
   }
   if (iequals(path, "/Microsoft-Server-ActiveSync") ||
@@ -668,6 +892,12 @@ route classify(std::string_view path) {
     return {iends_with(path, "/ev.owa2") ? route_kind::owa_events : route_kind::owa};
   }
   if (under(path, "/ecp")) return {route_kind::ecp};
+  // The Outlook virtual directories behind connection-bound authentication (conn_auth.hpp).
+  static constexpr std::string_view vdirs[] = {"/Autodiscover", "/EWS", "/mapi", "/rpc", "/OAB",
+                                               "/PowerShell"};
+  for (std::size_t i = 0; i < std::size(vdirs); ++i) {
+    if (under(path, vdirs[i])) return {route_kind::vdir, i};
+  }
   return {route_kind::not_found};
 }
 
@@ -709,6 +939,15 @@ reply simple_reply(route r, const request_facts& f, shared_state& st) {
                         {"heap_bytes", mallinfo2().uordblks}};
       return reply{200, "application/json", json::serialize(body) + "\n", {}};
     }
+    case route_kind::mock_connection: {
+      bool open = false;
+      {
+        const std::lock_guard lock(st.open_mu);
+        open = st.open_ids.contains(r.arg);
+      }
+      json::object body{{"connection", r.arg}, {"open", open}};
+      return reply{200, "application/json", json::serialize(body) + "\n", {}};
+    }
     case route_kind::mock_bad: return text_reply(404, "mock-exchange: unknown test hook\n");
     default:
       return text_reply(404, "mock-exchange: not found (identity " + std::string(f.identity_echo) +
@@ -722,6 +961,7 @@ net::awaitable<bool> handle(Stream& s, beast::flat_buffer& buf, parser_t& p, req
   const request_msg& req = p.get();
   const route r = classify(ctx.path);
   if (r.kind == route_kind::mock_echo) co_return co_await echo(s, buf, p, ctx, conn, st);
+  if (r.kind == route_kind::vdir) co_return co_await vdir(s, buf, p, ctx, conn, st, r.arg);
   if (r.kind == route_kind::eas) ctx.capture_limit = capture_limit;
   if (auto ec = co_await read_body(s, buf, p, ctx, st)) {
     ctx.error = "read body: " + ec.message();
@@ -978,11 +1218,20 @@ net::awaitable<void> run_session(Stream& s, shared_state& st, connection_info& c
 // Connections and listeners
 
 struct connection_count {
-  explicit connection_count(shared_state& s) : st(s) { ++st.open_connections; }
-  ~connection_count() { --st.open_connections; }
+  connection_count(shared_state& s, std::uint64_t conn_id) : st(s), id(conn_id) {
+    ++st.open_connections;
+    const std::lock_guard lock(st.open_mu);
+    st.open_ids.insert(id);
+  }
+  ~connection_count() {
+    --st.open_connections;
+    const std::lock_guard lock(st.open_mu);
+    st.open_ids.erase(id);
+  }
   connection_count(const connection_count&) = delete;
   connection_count& operator=(const connection_count&) = delete;
   shared_state& st;
+  std::uint64_t id;
 };
 
 std::string peer_subject(SSL* ssl) {
@@ -997,7 +1246,7 @@ std::string peer_subject(SSL* ssl) {
 }
 
 net::awaitable<void> run_plain(tcp::socket sock, shared_state& st, connection_info conn) {
-  connection_count counted(st);
+  connection_count counted(st, conn.id);
   beast::tcp_stream stream(std::move(sock));
   co_await run_session(stream, st, conn);
   if (!conn.closed) {
@@ -1008,7 +1257,7 @@ net::awaitable<void> run_plain(tcp::socket sock, shared_state& st, connection_in
 
 net::awaitable<void> run_tls(tcp::socket sock, net::ssl::context& tls, shared_state& st,
                              connection_info conn) {
-  connection_count counted(st);
+  connection_count counted(st, conn.id);
   tls_stream stream(beast::tcp_stream(std::move(sock)), tls);
   stream.next_layer().expires_after(std::chrono::seconds(10));
   if (auto [ec] = co_await stream.async_handshake(net::ssl::stream_base::server, use_nothrow); ec) {

@@ -972,3 +972,38 @@ TEST_CASE("config: tls.ticket_keys is a file, ticket_key_rotation a duration") {
   CHECK(r.value->tls.ticket_keys.empty());
   CHECK(r.value->tls.ticket_key_rotation.count() == 3600);
 }
+
+TEST_CASE("config: route.methods and route.pass_authorization (issue 10)") {
+  temp_dir dir;
+  write_server_files(dir);
+  SUBCASE("absent: empty list, derived pass_authorization") {
+    auto r = load(minimal, dir);
+    REQUIRE(r.ok());
+    CHECK(r.value->routes[0].methods.empty());
+    CHECK_FALSE(r.value->routes[0].pass_authorization.has_value());
+  }
+  SUBCASE("given") {
+    auto r = load(minimal + "client_cert = \"none\"\nmethods = [\"RPC_IN_DATA\", \"GET\"]\n"
+                            "pass_authorization = false\n", dir);
+    REQUIRE(r.ok());
+    CHECK(r.value->routes[0].methods == std::vector<std::string>{"RPC_IN_DATA", "GET"});
+    CHECK(r.value->routes[0].pass_authorization == false);
+  }
+  SUBCASE("a bad method is an error at the element") {
+    for (const char* m : {"CONNECT", "connect", "GE T", "", "G\\u00e9T"}) {
+      CAPTURE(m);
+      const std::string line = "methods = [\"GET\", \"" + std::string(m) + "\"]";
+      const std::string text = minimal + line + "\n";
+      where at = find_in(text, line);
+      at.column += 18;
+      const std::string msg = only_error(load(text, dir), "route[0].methods[1]", at);
+      CHECK(contains(msg, "bad method"));
+    }
+  }
+  SUBCASE("pass_authorization = true on a require route is refused") {
+    const std::string text = minimal + "client_cert = \"require\"\npass_authorization = true\n";
+    where at = find_in(text, "true");
+    const std::string msg = only_error(load(text, dir), "route[0].pass_authorization", at);
+    CHECK(contains(msg, "require"));
+  }
+}

@@ -171,11 +171,23 @@ TEST_CASE("schema: config/cbagate.toml loads next to the files it names") {
   REQUIRE(r.ok());
   const snapshot& s = *r.value;
   CHECK(s.tls.certificate == dir.str() + "/server-chain.pem");
-  REQUIRE(s.routes.size() == 3);
+  REQUIRE(s.routes.size() == 9);
   CHECK(s.routes[0].prefix == "/owa");
   CHECK(s.routes[1].prefix == "/ecp");
   CHECK(s.routes[2].prefix == "/Microsoft-Server-ActiveSync");
-  for (const route& rt : s.routes) CHECK(rt.client_cert == route_cert_policy::require);
+  for (std::size_t i = 0; i < 3; ++i) CHECK(s.routes[i].client_cert == route_cert_policy::require);
+  // The rest of the namespace (issue 10): Outlook brings its own credentials, which pass.
+  const char* outlook[] = {"/Autodiscover", "/EWS", "/mapi", "/rpc", "/OAB"};
+  for (std::size_t i = 0; i < 5; ++i) {
+    CAPTURE(outlook[i]);
+    CHECK(s.routes[3 + i].prefix == outlook[i]);
+    CHECK(s.routes[3 + i].client_cert == route_cert_policy::none);
+    CHECK_FALSE(s.routes[3 + i].pass_authorization.has_value());
+  }
+  CHECK(s.routes[6].methods ==
+        std::vector<std::string>{"GET", "HEAD", "RPC_IN_DATA", "RPC_OUT_DATA"});
+  CHECK(s.routes[8].prefix == "/PowerShell");
+  CHECK(s.routes[8].client_cert == route_cert_policy::require);
   CHECK(s.identity.mode == identity_mode::header);
   CHECK(s.identity.header == "X-Client-UPN");
 
@@ -208,8 +220,10 @@ TEST_CASE("schema: config/lab.toml loads against the lab's PKI layout") {
                                               dir.str() + "/.lab/pki/crl/root.crl.pem"});
   CHECK(s.upstream.servers.at(0).port == 8080);
   CHECK(s.access_log.path == "-");
-  REQUIRE(s.routes.size() == 4);
+  REQUIRE(s.routes.size() == 10);
   CHECK(s.routes[3].client_cert == route_cert_policy::none);
+  CHECK(s.routes[7].prefix == "/rpc");
+  CHECK(s.routes[9].prefix == "/PowerShell");
 }
 
 TEST_CASE("schema: the reference and lab files load with the PKI that certs-dev/make-pki makes") {

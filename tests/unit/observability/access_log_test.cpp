@@ -94,7 +94,7 @@ TEST_CASE("access_log: line parses back with every field") {
   const std::vector<std::string> keys{
       "time", "conn_id", "req_id", "client", "sni", "tls_version", "tls_resumed", "method",
       "path", "query", "route", "upn", "cert_serial", "cert_issuer", "cert_sha256", "status",
-      "substatus", "error", "bytes_in", "bytes_out", "upstream", "upstream_status", "total_us",
+      "substatus", "error", "bytes_in", "bytes_out", "upstream", "upstream_conn", "upstream_status", "total_us",
       "upstream_connect_us", "upstream_first_byte_us", "delegation_us", "user_agent", "extra"};
   CHECK(o.size() == keys.size());
   for (const auto& k : keys) {
