@@ -26,7 +26,7 @@ from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXIES = ("cbagate", "nginx", "haproxy")
-STEPS = ("crypto", "handshake", "keepalive", "held", "upload")
+STEPS = ("crypto", "handshake", "keepalive", "held", "upload", "counters")
 UPLOAD_BYTES = 50 * 1024 * 1024
 BACKEND_BODY = "<html><body>mock exchange: ok</body></html>\\n"
 
@@ -308,7 +308,8 @@ http {{
         return port, p
 
     # -- proxies ----------------------------------------------------------------------------
-    def start_proxy(self, name: str, backend_port: int, key: str = "ec", procs: int = 1) -> dict:
+    def start_proxy(self, name: str, backend_port: int, key: str = "ec", procs: int = 1,
+                    wrap: list[str] | None = None, env: dict | None = None) -> dict:
         port = free_port()
         # A port can come back in a later rep: the directory name also counts the starts.
         self.starts = getattr(self, "starts", 0) + 1
@@ -354,10 +355,12 @@ response_timeout = 3660
 """)
             for i in range(procs):
                 ready = d / f"ready-{i}"
-                mains.append(self.procs.start([str(self.bins["cbagate"]), "-c", str(conf),
+                mains.append(self.procs.start((wrap or []) + [str(self.bins["cbagate"]), "-c", str(conf),
                                                "--ready-file", str(ready)], self.core_proxy,
-                                              d / f"cbagate-{i}.log"))
-                wait_for(lambda: ready.exists() and ready.stat().st_size > 0, "cbagate")
+                                              d / f"cbagate-{i}.log",
+                                              env=({**os.environ, **env} if env else None)))
+                wait_for(lambda: ready.exists() and ready.stat().st_size > 0, "cbagate",
+                         timeout=120 if wrap else 15)
         elif name == "nginx":
             (d / "tmp").mkdir()
             conf = d / "nginx.conf"
@@ -743,6 +746,128 @@ backend be_app
         self.record("up_mbs", "backend", r["mb_s"])
         log(f"upload rep {rep + 1}/{a.reps} backend alone (plain HTTP): {r['mb_s']:.0f} MB/s")
 
+    # -- per-request counters (cbagate only) --------------------------------------------------
+    def ab_n(self, port: int, n: int, keep_alive: bool, timeout: float = 600) -> int:
+        """Exactly n GETs over mTLS from one ab client: on one kept-alive connection, or each on
+        its own new connection (a full handshake each: ab does not resume sessions)."""
+        argv = ["ab", "-q", "-c", "1", "-n", str(n), "-E", str(self.ab_pem)]
+        if keep_alive:
+            argv.append("-k")
+        r = self.on_load(argv + [f"https://127.0.0.1:{port}/owa/"], timeout=timeout)
+        done = re.search(r"^Complete requests:\s+(\d+)", r.stdout, re.M)
+        failed = re.search(r"^Failed requests:\s+(\d+)", r.stdout, re.M)
+        non2xx = re.search(r"^Non-2xx responses:\s+(\d+)", r.stdout, re.M)
+        if not done or int(done.group(1)) != n or (failed and int(failed.group(1))) or non2xx:
+            fail(f"ab -n {n} against cbagate did not complete cleanly: {r.stdout[-1500:]} {r.stderr[-800:]}")
+        return n
+
+    def step_counters(self, rep: int) -> None:
+        """Work per request of cbagate, counted rather than timed (robust on a busy machine):
+        instructions (callgrind, or perf stat where the CPU exposes counters), allocations
+        (tests/bench/alloc-count, LD_PRELOAD) and system calls (perf's raw_syscalls
+        tracepoint). Keep-alive: the difference between two ab -k loads of n1 and n2 requests
+        on one connection each, divided by n2 - n1 (the handshake cancels out). Handshake path:
+        k connections of one GET each (connect, full mTLS handshake, request, close), per
+        connection."""
+        if rep > 0:
+            return  # counts do not need repetitions
+        a = self.a
+        n1, n2 = (200, 1200) if a.quick else (500, 3000)
+        k = 40 if a.quick else 150
+        shim = self.build / "tests/bench/alloc-count/liballoc-count.so"
+        res = self.results.setdefault("counters", {})
+
+        def per(before: dict, after: dict, key: str, n: int) -> float | None:
+            if before.get(key) is None or after.get(key) is None:
+                return None
+            return (after[key] - before[key]) / n
+
+        # Allocations and system calls: a native run with the counting allocator.
+        if shim.exists():
+            counts = self.work / "alloc-counts.txt"
+            px = self.start_proxy("cbagate", self.nb_port, "ec",
+                                  env={"LD_PRELOAD": str(shim), "ALLOC_COUNT_OUT": str(counts)})
+            pid = px["mains"][0].pid
+
+            def sample() -> dict:
+                before = counts.read_text().count("\n") if counts.exists() else 0
+                os.kill(pid, signal.SIGUSR2)
+                wait_for(lambda: counts.exists() and counts.read_text().count("\n") > before,
+                         "the allocation counter")
+                allocs, frees, nbytes = (int(x) for x in counts.read_text().splitlines()[-1].split())
+                return {"allocs": allocs, "frees": frees, "bytes": nbytes}
+
+            def with_syscalls(fn) -> int | None:
+                out = self.work / "perf-syscalls.txt"
+                try:
+                    p = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "raw_syscalls:sys_enter",
+                                          "-p", str(pid), "-o", str(out)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                except OSError:
+                    fn()
+                    return None
+                time.sleep(0.5)  # perf attaches
+                fn()
+                p.send_signal(signal.SIGINT)
+                p.wait(20)
+                m = re.search(r"^(\d+),,raw_syscalls:sys_enter", out.read_text() if out.exists() else "", re.M)
+                return int(m.group(1)) if m else None
+
+            self.ab_n(px["port"], 50, True)  # warm-up: backend pool, caches
+            r: dict = {}
+            for n in (n1, n2):
+                b = sample()
+                sc = with_syscalls(lambda: self.ab_n(px["port"], n, True))
+                e = sample()
+                r[n] = {"allocs": e["allocs"] - b["allocs"], "bytes": e["bytes"] - b["bytes"],
+                        "syscalls": sc}
+            d = n2 - n1
+            res["keepalive_allocs_per_req"] = (r[n2]["allocs"] - r[n1]["allocs"]) / d
+            res["keepalive_alloc_bytes_per_req"] = (r[n2]["bytes"] - r[n1]["bytes"]) / d
+            if r[n1]["syscalls"] is not None and r[n2]["syscalls"] is not None:
+                res["keepalive_syscalls_per_req"] = (r[n2]["syscalls"] - r[n1]["syscalls"]) / d
+            b = sample()
+            sc = with_syscalls(lambda: self.ab_n(px["port"], k, False))
+            e = sample()
+            res["handshake_allocs_per_conn"] = (e["allocs"] - b["allocs"]) / k
+            res["handshake_alloc_bytes_per_conn"] = (e["bytes"] - b["bytes"]) / k
+            if sc is not None:
+                res["handshake_syscalls_per_conn"] = sc / k
+            self.stop_proxy(px)
+        else:
+            log(f"counters: {shim} is not built; no allocation counts")
+
+        # Instructions: callgrind counts them on any machine (no hardware counters needed).
+        if shutil.which("valgrind") and shutil.which("callgrind_control"):
+            cg = self.work / "callgrind.out"
+            px = self.start_proxy("cbagate", self.nb_port, "ec",
+                                  wrap=["valgrind", "--tool=callgrind", "--quiet",
+                                        f"--callgrind-out-file={cg}"])
+            pid = px["mains"][0].pid
+
+            def instructions(fn) -> int:
+                subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+                fn()
+                before = set(self.work.glob("callgrind.out*"))
+                subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+                new = wait_for(lambda: sorted(set(self.work.glob("callgrind.out*")) - before),
+                               "a callgrind dump", timeout=60)
+                text = wait_for(lambda: (t := new[-1].read_text()) and re.search(
+                    r"^(?:totals|summary):\s+(\d+)", t, re.M) and t, "the callgrind totals", timeout=60)
+                return int(re.search(r"^(?:totals|summary):\s+(\d+)", text, re.M).group(1))
+
+            self.ab_n(px["port"], 20, True)
+            i1 = instructions(lambda: self.ab_n(px["port"], n1 // 2, True))
+            i2 = instructions(lambda: self.ab_n(px["port"], n2 // 2, True))
+            res["keepalive_instructions_per_req"] = (i2 - i1) / (n2 // 2 - n1 // 2)
+            kk = max(10, k // 3)
+            res["handshake_instructions_per_conn"] = instructions(lambda: self.ab_n(px["port"], kk, False)) / kk
+            self.stop_proxy(px)
+        else:
+            log("counters: valgrind is not installed; no instruction counts")
+        log("counters (cbagate, per request): " + ", ".join(
+            f"{key} {val:,.1f}" for key, val in res.items() if val is not None))
+
     # -- run --------------------------------------------------------------------------------
     def run(self) -> int:
         a = self.a
@@ -870,6 +995,21 @@ backend be_app
                     f"{c['pings_in_flight_at_end']} Pings in flight at eas-load's end, "
                     f"{c['max_connected']} devices connected, eas-load errors {c['errors']}"
                     for c in held) + ".")
+        cnt = self.results.get("counters", {})
+        if cnt:
+            def c(key, fmt="{:,.0f}"):
+                return fmt.format(cnt[key]) if cnt.get(key) is not None else "–"
+            notes.append(
+                "cbagate, counted per request (not timed; tests/bench/README.md \"Counters\"): "
+                f"keep-alive GET: {c('keepalive_instructions_per_req')} instructions, "
+                f"{c('keepalive_allocs_per_req', '{:,.1f}')} allocations "
+                f"({c('keepalive_alloc_bytes_per_req')} bytes), "
+                f"{c('keepalive_syscalls_per_req', '{:,.1f}')} system calls; "
+                f"new connection (connect, full mTLS handshake, one GET, close): "
+                f"{c('handshake_instructions_per_conn')} instructions, "
+                f"{c('handshake_allocs_per_conn')} allocations "
+                f"({c('handshake_alloc_bytes_per_conn')} bytes), "
+                f"{c('handshake_syscalls_per_conn', '{:,.1f}')} system calls.")
         notes.append("Backend alone: plain HTTP to the same backend (nginx for GET, mock-exchange "
                      "for the upload) with the same driver. Ratios > 1 are better for rates, < 1 "
                      "for latency and memory.")
