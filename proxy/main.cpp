@@ -1,6 +1,7 @@
 // cbagate: client-certificate authentication in front of Microsoft Exchange.
 // Command line in the manner of nginx: -c FILE to run, -t/--check-config to test a file.
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -9,6 +10,7 @@
 
 #include "config/load.hpp"
 #include "config/schema.hpp"
+#include "explain.hpp"
 #include "observability/log.hpp"
 #include "preflight.hpp"
 #include "server.hpp"
@@ -23,11 +25,16 @@ void usage(std::FILE* out) {
                "usage: cbagate [-c FILE] [--ready-file PATH]\n"
                "       cbagate --check-config FILE   (or -t [-c FILE])\n"
                "       cbagate --new-ticket-keys FILE\n"
+               "       cbagate --explain-certificate CERT [--config FILE]\n"
                "       cbagate --print-schema | --version | --help\n"
                "\n"
                "  -c, --config FILE     configuration to run (default %s)\n"
                "  -t, --check-config    load and validate the configuration, bind nothing;\n"
                "                        exit 0 when valid, 2 when not (like nginx -t)\n"
+               "      --explain-certificate CERT  what cbagate and AD make of a client certificate:\n"
+               "                        UPN, SID extension, the strong altSecurityIdentities\n"
+               "                        strings to paste into AD; with --config also the chain\n"
+               "                        verdict and the directory's (exit 0 accepted, 1 not)\n"
                "      --print-schema    every configuration key with type, default and meaning\n"
                "      --ready-file PATH once listening, write the bound addresses there (JSON)\n"
                "      --new-ticket-keys FILE\n"
@@ -48,6 +55,8 @@ int main(int argc, char** argv) {
   std::string config_path = default_config;
   std::string ready_file;
   bool check = false;
+  std::string explain;
+  bool config_given = false;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     auto value = [&](std::string& out) {
@@ -68,6 +77,9 @@ int main(int argc, char** argv) {
       return 0;
     } else if (a == "-c" || a == "--config") {
       value(config_path);
+      config_given = true;
+    } else if (a == "--explain-certificate") {
+      value(explain);
     } else if (a == "-t") {
       check = true;
     } else if (a == "--check-config") {
@@ -89,6 +101,13 @@ int main(int argc, char** argv) {
     }
   }
 
+  // libldap writes to its sockets with write(): a domain controller that closed the connection
+  // must cost an error code, never the process (Asio and OpenSSL already avoid SIGPIPE).
+  std::signal(SIGPIPE, SIG_IGN);
+  if (!explain.empty()) {
+    return cbagate::explain_certificate(explain, config_given ? config_path : std::string(),
+                                        std::cout, std::cerr);
+  }
   if (check) return cbagate::check_config(config_path, std::cout, std::cerr);
 
   auto loaded = cbagate::config::load_file(config_path);

@@ -6,6 +6,8 @@
 #include "admin/admin_server.hpp"
 #include "config/load.hpp"
 #include "delegation/kerberos.hpp"
+#include "directory/service.hpp"
+#include "identity/trust_audit.hpp"
 #include "identity/verifier.hpp"
 #include "revocation/checker.hpp"
 #include "routing/route_table.hpp"
@@ -22,6 +24,12 @@ preflight_result preflight(const config::snapshot& cfg, std::int64_t now) {
   r.errors = r.files.errors;
   r.warnings = r.files.warnings;
 
+  // Where each client CA certificate belongs (issue 12): one that is not self-signed can never
+  // be an anchor. A client_ca without any root is also the verifier's error below.
+  for (const auto& f : identity::audit_trust(cfg.tls.client_ca, cfg.tls.client_intermediates,
+                                             cfg.auth.issuing_cas))
+    (f.fatal && !r.errors.empty() ? r.errors : r.warnings).push_back(f.message);
+
   // 2. The objects start-up builds from them, only when the files read: a broken file would
   //    otherwise be reported twice, once more in OpenSSL's words.
   if (r.errors.empty()) {
@@ -34,6 +42,9 @@ preflight_result preflight(const config::snapshot& cfg, std::int64_t now) {
     vo.upn.from_subject = cfg.auth.upn_from_subject;
     vo.upn.max_length = cfg.auth.max_upn_length;
     vo.verify_depth = cfg.tls.verify_depth;
+    vo.issuing_cas_file = cfg.auth.issuing_cas;  // the trust limits of [auth] (issue 12)
+    vo.upn_suffixes = cfg.auth.upn_suffixes;
+    vo.certificate_templates = cfg.auth.certificate_templates;
     std::string detail;
     auto verifier = identity::verifier::make(vo, &detail);
     if (!verifier) {
@@ -47,6 +58,11 @@ preflight_result preflight(const config::snapshot& cfg, std::int64_t now) {
       std::string error;
       if (!tls::server_context::make(cfg, *verifier, error)) r.errors.push_back(error);
     }
+  }
+  if (cfg.auth.mapping == config::mapping_mode::directory) {
+    directory::service_options so;
+    std::string error;
+    if (!directory::options_from_config(cfg, so, error)) r.errors.push_back(error);
   }
   if (auto routes = routing::route_table::make(cfg.routes); !routes)
     r.errors.push_back("routing: " + routes.error().message());

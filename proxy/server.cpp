@@ -93,6 +93,7 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
                                                    revocation::checker* checker,
                                                    http::revocation_live* live,
                                                    std::shared_ptr<tls::ticket_key_store> ticket_keys,
+                                                   observability::registry& registry,
                                                    std::string& error) {
   auto rt = std::make_shared<http::runtime>();
   rt->cfg = cfg;
@@ -110,6 +111,9 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   vo.upn.from_subject = cfg->auth.upn_from_subject;
   vo.upn.max_length = cfg->auth.max_upn_length;
   vo.verify_depth = cfg->tls.verify_depth;
+  vo.issuing_cas_file = cfg->auth.issuing_cas;  // the trust limits of [auth] (issue 12)
+  vo.upn_suffixes = cfg->auth.upn_suffixes;
+  vo.certificate_templates = cfg->auth.certificate_templates;
   std::string detail;
   auto verifier = identity::verifier::make(vo, &detail);
   if (!verifier) {
@@ -166,6 +170,13 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
       return nullptr;
     }
     rt->kerberos = std::shared_ptr<delegation::kerberos_delegator>(std::move(*krb));
+  }
+  if (cfg->auth.mapping == config::mapping_mode::directory) {
+    // Certificate -> AD account over LDAP (issue 12); the workers connect at the first lookup,
+    // so a directory down at startup gives 503s, not a failed start.
+    directory::service_options so;
+    if (!directory::options_from_config(*cfg, so, error)) return nullptr;
+    rt->directory = std::make_shared<directory::service>(std::move(so), &registry);
   }
   bool any_tls_upstream = false;
   for (const auto& s : cfg->upstream.servers) any_tls_upstream |= s.tls;
@@ -276,6 +287,9 @@ class server {
         return 1;
       }
     }
+    // The SASL GSSAPI bind of [directory] reads its keytab and cache from the environment:
+    // set once, before any thread exists (a reload's changes take effect on restart only).
+    if (cfg->auth.mapping == config::mapping_mode::directory) directory::apply_gssapi_environment(*cfg);
     // Process-wide revocation state (survives reloads): the CA registry the verifiers fill and
     // the checker with the CDP/OCSP caches and its fetch thread.
     checker_ = std::make_unique<revocation::checker>(revocation_options(*cfg), issuers_, registry_);
@@ -284,7 +298,7 @@ class server {
     std::shared_ptr<const http::runtime> rt;
     if (plan_ticket_keys(*cfg, keys, error))
       rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
-                         &revocation_live_, ticket_keys_, error);
+                         &revocation_live_, ticket_keys_, registry_, error);
     if (!rt) {
       log.critical("startup: {}", error);
       std::fprintf(stderr, "cbagate: %s\n", error.c_str());
@@ -474,7 +488,7 @@ class server {
     std::shared_ptr<const http::runtime> rt;
     if (plan_ticket_keys(*cfg, keys, error))
       rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
-                         &revocation_live_, ticket_keys_, error);
+                         &revocation_live_, ticket_keys_, registry_, error);
     if (!rt) {
       log.error("reload: {}; keeping the running configuration", error);
       reloads_.inc("failed");

@@ -2,6 +2,7 @@
 
 #include "config/detail/cursor.hpp"
 #include "config/schema.hpp"
+#include "config/validate.hpp"
 
 #include <toml++/toml.h>
 
@@ -177,9 +178,52 @@ class loader {
   void run() {
     check_unknown(root_, "", "");
     for (const schema_row& row : schema()) check_row(row);
+    if (ctx_.errors.empty()) check_directory();
   }
 
  private:
+  // Pass 3: what depends on several keys of [directory] (auth.mapping = "directory").
+  void check_directory() {
+    const directory_section& d = ctx_.snap.directory;
+    if (ctx_.snap.auth.mapping != mapping_mode::directory) return;
+    const auto at = [this](std::string_view key) {
+      const auto it = ctx_.seen.find(key);
+      if (it != ctx_.seen.end()) return it->second;
+      const auto dir = ctx_.seen.find("directory.uris");
+      return dir != ctx_.seen.end() ? dir->second : position{1, 1};
+    };
+    // directory.tls against directory.uris: ldaps wants ldaps:// URIs, starttls and none want
+    // ldap:// ones, and none is for loopback literals only (a bind password or a verdict must
+    // never cross a network in clear).
+    for (std::size_t i = 0; i < d.uris.size(); ++i) {
+      std::string why;
+      const auto uri = parse_ldap_uri(d.uris[i], why);
+      if (!uri) continue;
+      const std::string key = "directory.uris[" + std::to_string(i) + "]";
+      const position where = ctx_.seen.count("directory.tls") ? at("directory.tls") : at(key);
+      if (d.tls == directory_tls::ldaps && !uri->ldaps) {
+        ctx_.error(where, "directory.tls", "\"ldaps\" needs ldaps:// URIs, got \"" + d.uris[i] + "\"");
+      } else if (d.tls != directory_tls::ldaps && uri->ldaps) {
+        ctx_.error(where, "directory.tls",
+                   "an ldaps:// URI (\"" + d.uris[i] + "\") needs tls = \"ldaps\"");
+      } else if (d.tls == directory_tls::none && !uri->loopback) {
+        ctx_.error(where, "directory.tls",
+                   "\"none\" (no TLS) is allowed only for loopback IP addresses, not \"" +
+                       d.uris[i] + "\"; use \"starttls\" or \"ldaps\"");
+      }
+    }
+    if (d.bind == directory_bind::simple) {
+      if (d.bind_dn.empty())
+        ctx_.error(at("directory.bind"), "directory.bind_dn", "required with bind = \"simple\"");
+      if (d.password_file.empty())
+        ctx_.error(at("directory.bind"), "directory.password_file",
+                   "required with bind = \"simple\"");
+    } else if (d.keytab.empty() && ctx_.snap.kerberos.keytab.empty()) {
+      ctx_.error(at("directory.bind"), "directory.keytab",
+                 "bind = \"sasl_gssapi\" needs a keytab: directory.keytab or kerberos.keytab");
+    }
+  }
+
   // Pass 1: every key in the file must have a row; a typo never becomes a default.
   void check_unknown(const toml::table& table, const std::string& schema_prefix,
                      const std::string& display_prefix) {
@@ -309,6 +353,14 @@ class loader {
         if (mode != ctx_.seen.end()) at = mode->second;
       }
       ctx_.error(at, shown, "missing; required when identity.mode = \"kerberos\"");
+    } else if (row.need == presence::directory &&
+               ctx_.snap.auth.mapping == mapping_mode::directory) {
+      position at = s.where;
+      if (s.table == nullptr) {
+        const auto mode = ctx_.seen.find("auth.mapping");
+        if (mode != ctx_.seen.end()) at = mode->second;
+      }
+      ctx_.error(at, shown, "missing; required when auth.mapping = \"directory\"");
     }
   }
 

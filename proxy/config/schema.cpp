@@ -3,6 +3,8 @@
 #include "config/detail/cursor.hpp"
 #include "config/validate.hpp"
 
+#include <sys/stat.h>
+
 #include <cstdint>
 #include <limits>
 #include <ostream>
@@ -26,6 +28,9 @@ constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn",
 constexpr std::string_view route_policies[] = {"require", "optional", "none"};
 constexpr std::string_view revocation_modes[] = {"off", "crl", "ocsp", "crl+ocsp"};
 constexpr std::string_view fail_modes[] = {"closed", "open"};
+constexpr std::string_view mapping_modes[] = {"upn", "directory"};
+constexpr std::string_view directory_binds[] = {"sasl_gssapi", "simple"};
+constexpr std::string_view directory_tls_modes[] = {"starttls", "ldaps", "none"};
 
 // `values` lists the enumerators in the order of the row's choices.
 template <class E, std::size_t N>
@@ -121,6 +126,72 @@ void apply_pass_authorization(cursor& c) {
 }
 
 bool kerberos_mode(cursor& c) { return c.snap().identity.mode == identity_mode::kerberos; }
+bool directory_mode(cursor& c) { return c.snap().auth.mapping == mapping_mode::directory; }
+
+void apply_upn_suffixes(cursor& c) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < c.items().size(); ++i) {
+    std::string why;
+    const std::string& text = c.items()[i].text;
+    if (!is_valid_upn_suffix(text, why)) {
+      c.error(c.items()[i], i, "bad UPN suffix \"" + text + "\": " + why);
+      continue;
+    }
+    std::string lower = text;
+    for (char& ch : lower)
+      if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+    for (const std::string& earlier : out)
+      if (earlier == lower) c.error(c.items()[i], i, "\"" + text + "\" is listed twice");
+    out.push_back(std::move(lower));
+  }
+  c.snap().auth.upn_suffixes = std::move(out);
+}
+
+void apply_templates(cursor& c) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < c.items().size(); ++i) {
+    std::string why;
+    if (!is_valid_template(c.items()[i].text, why)) {
+      c.error(c.items()[i], i, "bad template: " + why);
+      continue;
+    }
+    out.push_back(c.items()[i].text);
+  }
+  c.snap().auth.certificate_templates = std::move(out);
+}
+
+void apply_directory_uris(cursor& c) {
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < c.items().size(); ++i) {
+    std::string why;
+    if (!parse_ldap_uri(c.items()[i].text, why)) {
+      c.error(c.items()[i], i, "bad directory URI \"" + c.items()[i].text + "\": " + why);
+      continue;
+    }
+    out.push_back(c.items()[i].text);
+  }
+  c.snap().directory.uris = std::move(out);
+}
+
+// directory.tls; its consistency with directory.uris is checked once every key is read
+// (load.cpp, check_directory): the tls key may be absent.
+void apply_directory_tls(cursor& c) {
+  c.snap().directory.tls =
+      pick(c, {directory_tls::starttls, directory_tls::ldaps, directory_tls::none});
+}
+
+// A bind password readable by anyone on the host is no secret.
+void apply_password_file(cursor& c) {
+  const std::string path = c.input_file(directory_mode(c));
+  c.snap().directory.password_file = path;
+  if (path.empty() || !directory_mode(c)) return;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+    c.error("is readable or writable by others (mode " + std::to_string((st.st_mode >> 6) & 7) +
+            std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) +
+            "); chmod o-rw " + path);
+  }
+}
 
 constexpr std::string_view file_constraint = "a readable file; relative to this file's directory";
 // Rows that name a secret (cursor::secret_file): also no permission for group or others.
@@ -379,6 +450,37 @@ constexpr schema_row rows[] = {
      .doc = "Longest UPN accepted, in bytes; a longer one is rejected.",
      .min = 1, .max = 1024,
      .apply = [](cursor& c) { c.snap().auth.max_upn_length = c.integer<std::size_t>(); }},
+    {.key = "auth.issuing_cas", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file of CA certificates",
+     .doc = "The issuing CAs allowed to issue logon certificates (PEM), the meaning of AD's "
+            "NTAuth store: the client certificate's direct issuer must be one of them, whatever "
+            "root of tls.client_ca the chain reaches; else 403.12 (issuer_not_allowed). They "
+            "also help build chains, never as anchors. \"\" = any issuer below tls.client_ca.",
+     .apply = [](cursor& c) { c.snap().auth.issuing_cas = c.input_file(); }},
+    {.key = "auth.upn_suffixes", .kind = value_kind::string_array, .default_text = "[]",
+     .constraint = "each a domain name without '@'",
+     .doc = "UPN suffixes (domains after '@') accepted, compared case-insensitively, no "
+            "subdomains: like AD's list of UPN suffixes. A UPN outside the list gets 403.12 "
+            "(upn_suffix_not_allowed). [] = any.",
+     .apply = apply_upn_suffixes},
+    {.key = "auth.certificate_templates", .kind = value_kind::string_array, .default_text = "[]",
+     .constraint = "each a dotted OID or a template name",
+     .doc = "AD CS certificate templates accepted: a dotted OID matches the template extension "
+            "1.3.6.1.4.1.311.21.7 (v2 templates), a name matches the v1 template name extension "
+            "1.3.6.1.4.1.311.20.2 (case-insensitive). A certificate with none of them gets 403.12 "
+            "(template_not_allowed). [] = not checked.",
+     .apply = apply_templates},
+    {.key = "auth.mapping", .kind = value_kind::string, .default_text = "\"upn\"",
+     .doc = "\"upn\": the certificate's UPN is the user (no directory). \"directory\": as a "
+            "domain controller under KB5014754 full enforcement: the UPN only locates the "
+            "account in [directory], which must be strongly bound to the certificate "
+            "(altSecurityIdentities <I><SR>, <SKI> or <SHA1-PUKEY>, or the SID extension equal "
+            "to objectSid) and enabled, unlocked and unexpired; else 403.12 with the reason "
+            "(docs/directory.md).",
+     .choices = mapping_modes,
+     .apply = [](cursor& c) {
+       c.snap().auth.mapping = pick(c, {mapping_mode::upn, mapping_mode::directory});
+     }},
 
     // ---------------------------------------------------------------- [limits]
     {.key = "limits", .kind = value_kind::table,
@@ -512,6 +614,95 @@ constexpr schema_row rows[] = {
      .constraint = "\"\" or a readable file",
      .doc = "krb5.conf to use; \"\" = the environment's (KRB5_CONFIG or /etc/krb5.conf).",
      .apply = [](cursor& c) { c.snap().kerberos.krb5_config = c.input_file(kerberos_mode(c)); }},
+
+    // ---------------------------------------------------------------- [directory]
+    {.key = "directory", .kind = value_kind::table,
+     .doc = "The Active Directory domain controllers that auth.mapping = \"directory\" asks "
+            "(LDAP); required and used only in that mode. See docs/directory.md."},
+    {.key = "directory.uris", .kind = value_kind::string_array, .need = presence::directory,
+     .constraint = "each \"ldap://host[:port]\" or \"ldaps://host[:port]\"",
+     .doc = "Domain controllers, tried in this order (the next one when a connection, bind or "
+            "search fails). Use the DCs' DNS names: SASL GSSAPI asks for ldap/<host>.",
+     .min = 1,
+     .apply = apply_directory_uris},
+    {.key = "directory.base_dn", .kind = value_kind::string, .need = presence::directory,
+     .constraint = "a DN; no control characters",
+     .doc = "Where accounts are searched (subtree): the domain's naming context, "
+            "\"DC=corp,DC=example,DC=com\".",
+     .apply = [](cursor& c) {
+       if (c.string().empty() && directory_mode(c)) c.error("must not be empty");
+       c.snap().directory.base_dn = c.string();
+     }},
+    {.key = "directory.bind", .kind = value_kind::string, .default_text = "\"sasl_gssapi\"",
+     .doc = "\"sasl_gssapi\": Kerberos with the proxy's keytab (directory.keytab, no kinit); "
+            "\"simple\": bind_dn with the password in password_file.",
+     .choices = directory_binds,
+     .apply = [](cursor& c) {
+       c.snap().directory.bind = pick(c, {directory_bind::sasl_gssapi, directory_bind::simple});
+     }},
+    {.key = "directory.bind_dn", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "required with bind = \"simple\"",
+     .doc = "The read-only service account of a simple bind.",
+     .apply = [](cursor& c) { c.snap().directory.bind_dn = c.string(); }},
+    {.key = "directory.password_file", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "required with bind = \"simple\"; a readable file not readable by others",
+     .doc = "File holding bind_dn's password (one line; a trailing newline is ignored). Refused "
+            "when other users may read it.",
+     .apply = apply_password_file},
+    {.key = "directory.keytab", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file",
+     .doc = "Keytab of a SASL GSSAPI bind (its first principal binds); \"\" = kerberos.keytab.",
+     .apply = [](cursor& c) { c.snap().directory.keytab = c.input_file(directory_mode(c)); }},
+    {.key = "directory.tls", .kind = value_kind::string, .default_text = "\"starttls\"",
+     .constraint = "\"none\" only for loopback IP literals; \"ldaps\" with ldaps:// URIs",
+     .doc = "\"starttls\" (ldap:// then StartTLS), \"ldaps\" (TLS from the start), \"none\" "
+            "(tests on loopback only). The DC's certificate is verified against directory.ca "
+            "and its host name.",
+     .choices = directory_tls_modes,
+     .apply = apply_directory_tls},
+    {.key = "directory.ca", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file",
+     .doc = "CA bundle (PEM) that verifies the DCs' certificates; \"\" = the system store.",
+     .apply = [](cursor& c) { c.snap().directory.ca = c.input_file(directory_mode(c)); }},
+    {.key = "directory.timeout", .kind = value_kind::duration, .default_text = "\"5s\"",
+     .doc = "Deadline of one lookup (connect, bind, search) per DC; a request waits at most this "
+            "long for a verdict, then gets 503 with Retry-After.",
+     .max = 300,
+     .apply = [](cursor& c) { c.snap().directory.timeout = c.seconds(); }},
+    {.key = "directory.cache_ttl", .kind = value_kind::duration, .default_text = "\"5m\"",
+     .doc = "How long an allowed mapping is remembered per certificate (SHA-256): a disabled or "
+            "re-mapped account is cut off within this time, kept-alive connections included.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().directory.cache_ttl = c.seconds(); }},
+    {.key = "directory.negative_ttl", .kind = value_kind::duration_or_zero,
+     .default_text = "\"1m\"",
+     .doc = "How long a refusal (403.12) is remembered per certificate; 0 = not remembered.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().directory.negative_ttl = c.seconds(); }},
+    {.key = "directory.cache_max", .kind = value_kind::integer, .default_text = "100000",
+     .doc = "Verdicts kept in memory (the oldest are dropped first).",
+     .min = 1, .max = 100'000'000,
+     .apply = [](cursor& c) { c.snap().directory.cache_max = c.integer<std::size_t>(); }},
+    {.key = "directory.ntauth", .kind = value_kind::boolean, .default_text = "false",
+     .doc = "Also require the client certificate's issuing CA to be in the forest's NTAuth "
+            "store (cACertificate of CN=NTAuthCertificates,CN=Public Key Services,CN=Services,"
+            "<configurationNamingContext>), read at startup and every ntauth_refresh; else "
+            "403.12 (issuer_not_in_ntauth).",
+     .apply = [](cursor& c) { c.snap().directory.ntauth = c.boolean(); }},
+    {.key = "directory.ntauth_refresh", .kind = value_kind::duration, .default_text = "\"1h\"",
+     .doc = "How often the NTAuth store is read again.",
+     .max = 7 * one_day,
+     .apply = [](cursor& c) { c.snap().directory.ntauth_refresh = c.seconds(); }},
+    {.key = "directory.connections", .kind = value_kind::integer, .default_text = "2",
+     .doc = "Bound LDAP connections (one worker thread each); lookups beyond wait in a queue.",
+     .min = 1, .max = 64,
+     .apply = [](cursor& c) { c.snap().directory.connections = c.integer<std::size_t>(); }},
+    {.key = "directory.lockout_duration", .kind = value_kind::duration, .default_text = "\"30m\"",
+     .doc = "The domain's lockout duration, for DCs that do not return "
+            "msDS-User-Account-Control-Computed: an account whose lockoutTime is younger is "
+            "locked out.",
+     .max = 365 * one_day,
+     .apply = [](cursor& c) { c.snap().directory.lockout_duration = c.seconds(); }},
 
     // ---------------------------------------------------------------- [upstream]
     {.key = "upstream", .kind = value_kind::table,
@@ -658,6 +849,8 @@ std::string default_column(const schema_row& row) {
       return "required";
     case presence::kerberos:
       return "required in kerberos mode";
+    case presence::directory:
+      return "required in directory mapping";
     case presence::optional:
       break;
   }

@@ -33,6 +33,7 @@ enum class presence {
   optional,
   required,
   kerberos,          // required when identity.mode = "kerberos"
+  directory,         // required when auth.mapping = "directory"
 };
 
 /** Stores one validated value into the snapshot being built (see detail/cursor.hpp). */

@@ -29,6 +29,9 @@ enum class identity_mode { header, kerberos };              // identity.mode
 enum class upn_mapping { realm, enterprise };               // kerberos.upn_to_principal
 enum class revocation_mode { off, crl, ocsp, crl_and_ocsp }; // revocation.mode
 enum class fail_mode { closed, open };                       // revocation.fail, route.revocation_fail
+enum class mapping_mode { upn, directory };                  // auth.mapping
+enum class directory_bind { sasl_gssapi, simple };           // directory.bind
+enum class directory_tls { starttls, ldaps, none };          // directory.tls
 
 struct sni_certificate {
   std::vector<std::string> server_names;  // exact names or "*.suffix"
@@ -75,6 +78,11 @@ struct auth_section {
   bool upn_from_san = true;               // auth.upn_sources contains "san"
   bool upn_from_subject = false;          // auth.upn_sources contains "subject"
   std::size_t max_upn_length = 256;
+  // Trust limits (issue 12, docs/directory.md).
+  std::string issuing_cas;                // absolute path; "" = any issuer below client_ca
+  std::vector<std::string> upn_suffixes;  // lower-case domains; empty = any
+  std::vector<std::string> certificate_templates;  // OIDs or v1 names; empty = not checked
+  mapping_mode mapping = mapping_mode::upn;
 
   bool operator==(const auth_section&) const = default;
 };
@@ -119,6 +127,28 @@ struct kerberos_section {
   std::string krb5_config;                // "" = the environment's
 
   bool operator==(const kerberos_section&) const = default;
+};
+
+// [directory]: certificate -> Active Directory account (auth.mapping = "directory").
+struct directory_section {
+  std::vector<std::string> uris;          // "ldap://host[:port]" / "ldaps://...", in failover order
+  std::string base_dn;
+  directory_bind bind = directory_bind::sasl_gssapi;
+  std::string bind_dn;                    // simple bind
+  std::string password_file;              // simple bind; absolute path
+  std::string keytab;                     // sasl_gssapi; "" = kerberos.keytab
+  directory_tls tls = directory_tls::starttls;
+  std::string ca;                         // CA bundle for the directory's certificate; "" = system
+  seconds_f timeout{5};
+  seconds_f cache_ttl{300};
+  seconds_f negative_ttl{60};
+  std::size_t cache_max = 100000;
+  bool ntauth = false;
+  seconds_f ntauth_refresh{3600};
+  std::size_t connections = 2;
+  seconds_f lockout_duration{1800};
+
+  bool operator==(const directory_section&) const = default;
 };
 
 struct upstream_server {
@@ -202,6 +232,7 @@ struct snapshot {
   timeouts_section timeouts;
   identity_section identity;
   kerberos_section kerberos;              // meaningful when identity.mode == kerberos
+  directory_section directory;            // meaningful when auth.mapping == directory
   revocation_section revocation;
   upstream_section upstream;
   access_log_section access_log;

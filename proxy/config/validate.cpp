@@ -122,6 +122,107 @@ bool is_valid_host_name(std::string_view name, std::string& why) {
   return is_dns_name(name, why);
 }
 
+std::optional<ldap_uri> parse_ldap_uri(std::string_view text, std::string& why) {
+  ldap_uri out;
+  std::string_view rest;
+  if (text.starts_with("ldap://")) {
+    rest = text.substr(7);
+  } else if (text.starts_with("ldaps://")) {
+    out.ldaps = true;
+    rest = text.substr(8);
+  } else {
+    why = "must start with ldap:// or ldaps://";
+    return std::nullopt;
+  }
+  if (rest.ends_with("/")) rest.remove_suffix(1);
+  if (rest.find_first_of("/?#@ ") != std::string_view::npos) {
+    why = "only scheme, host and port are allowed (the base DN is directory.base_dn)";
+    return std::nullopt;
+  }
+  std::string_view host = rest;
+  std::string_view port_text;
+  bool has_port = false;
+  if (!rest.empty() && rest.front() == '[') {
+    const std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) {
+      why = "unterminated IPv6 literal";
+      return std::nullopt;
+    }
+    host = rest.substr(0, close + 1);
+    if (close + 1 < rest.size()) {
+      if (rest[close + 1] != ':') {
+        why = "unexpected text after the IPv6 literal";
+        return std::nullopt;
+      }
+      port_text = rest.substr(close + 2);
+      has_port = true;
+    }
+  } else if (const std::size_t colon = rest.find(':'); colon != std::string_view::npos &&
+                                                       rest.find(':', colon + 1) == std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port_text = rest.substr(colon + 1);
+    has_port = true;
+  }
+  if (host.empty()) {
+    why = "no host";
+    return std::nullopt;
+  }
+  if (host.front() != '[' && host.find(':') != std::string_view::npos) {
+    why = "an IPv6 address must be written in brackets";
+    return std::nullopt;
+  }
+  if (!is_valid_host_name(host, why)) return std::nullopt;
+  out.host = host.front() == '[' ? std::string(host.substr(1, host.size() - 2)) : std::string(host);
+  out.port = out.ldaps ? 636 : 389;
+  if (has_port) {
+    const auto port = parse_port(port_text, why);
+    if (!port) return std::nullopt;
+    if (*port == 0) {
+      why = "port must be 1..65535";
+      return std::nullopt;
+    }
+    out.port = *port;
+  }
+  if (const auto v4 = boost::urls::parse_ipv4_address(out.host)) {
+    out.loopback = (v4->to_uint() >> 24) == 127;
+  } else if (const auto v6 = boost::urls::parse_ipv6_address(out.host)) {
+    out.loopback = v6->is_loopback();
+  }
+  return out;
+}
+
+bool is_valid_upn_suffix(std::string_view suffix, std::string& why) {
+  if (suffix.find('@') != std::string_view::npos) {
+    why = "write the domain only, without '@'";
+    return false;
+  }
+  if (!suffix.empty() && suffix.back() == '.') {
+    why = "no trailing dot";
+    return false;
+  }
+  if (!suffix.empty() && looks_numeric(suffix)) {
+    why = "not a domain name";
+    return false;
+  }
+  return is_dns_name(suffix, why);
+}
+
+bool is_valid_template(std::string_view name, std::string& why) {
+  if (name.empty()) {
+    why = "must not be empty";
+    return false;
+  }
+  if (name.front() == ' ' || name.back() == ' ') {
+    why = "no leading or trailing space";
+    return false;
+  }
+  if (name.size() > 256) {
+    why = "longer than 256 bytes";
+    return false;
+  }
+  return true;
+}
+
 std::optional<endpoint> parse_endpoint(std::string_view text, std::string& why) {
   endpoint ep;
   std::string_view port_text;

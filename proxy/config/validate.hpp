@@ -4,6 +4,7 @@
 // short reason ("port must be 0..65535") and returns nothing / false.
 #include "config/snapshot.hpp"
 
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,6 +55,31 @@ bool is_valid_sni_name(std::string_view name, std::string& why);
  * bracketed IPv6), optional port 1..65535 and path; no userinfo, query or fragment.
  */
 bool is_valid_http_fetch_url(std::string_view text, std::string& why);
+
+/** One directory server URI (directory.uris): "ldap://host[:port]" or "ldaps://host[:port]". */
+struct ldap_uri {
+  bool ldaps = false;
+  std::string host;        // IPv6 without brackets
+  std::uint16_t port = 0;  // 389 / 636 when not written
+  bool loopback = false;   // host is a loopback IP literal (127.0.0.0/8 or ::1)
+};
+
+/**
+ * Parses a directory URI: scheme ldap or ldaps (lower case), a host (DNS name, IPv4 or bracketed
+ * IPv6 literal), an optional port 1..65535 and an optional "/"; no user, DN, filter or other
+ * RFC 4516 part (the base DN is directory.base_dn).
+ */
+std::optional<ldap_uri> parse_ldap_uri(std::string_view text, std::string& why);
+
+/**
+ * An AD UPN suffix (auth.upn_suffixes): a DNS name (letters, digits, hyphens, dots), no '@',
+ * no trailing dot.
+ */
+bool is_valid_upn_suffix(std::string_view suffix, std::string& why);
+
+/** An AD CS template (auth.certificate_templates): a dotted OID, or a name of printable
+ *  characters without leading or trailing space. */
+bool is_valid_template(std::string_view name, std::string& why);
 
 /** ASCII case-insensitive equality. */
 bool iequals(std::string_view a, std::string_view b) noexcept;

@@ -513,6 +513,8 @@ expected<std::unique_ptr<kerberos_delegator>> kerberos_delegator::create(
   return std::unique_ptr<kerberos_delegator>(new kerberos_delegator(std::move(d)));
 }
 
+std::string kerberos_delegator::realm() const { return impl_->realm; }
+
 expected<std::string> kerberos_delegator::principal_for(std::string_view upn) const {
   return upn_to_principal(upn, impl_->section.upn_to_principal, impl_->realm);
 }
@@ -526,6 +528,16 @@ expected<std::string> kerberos_delegator::negotiate_token(const std::string& upn
 
 boost::asio::awaitable<expected<std::string>> kerberos_delegator::async_token(
     std::string upn, std::vector<unsigned char> channel_bindings) {
+  co_return co_await async_token_impl(std::move(upn), std::move(channel_bindings), false);
+}
+
+boost::asio::awaitable<expected<std::string>> kerberos_delegator::async_token_for_principal(
+    std::string principal, std::vector<unsigned char> channel_bindings) {
+  co_return co_await async_token_impl(std::move(principal), std::move(channel_bindings), true);
+}
+
+boost::asio::awaitable<expected<std::string>> kerberos_delegator::async_token_impl(
+    std::string name, std::vector<unsigned char> channel_bindings, bool is_principal) {
   auto ex = co_await boost::asio::this_coro::executor;
   impl& d = *impl_;
   if (d.pending.fetch_add(1) >= d.options.max_pending) {
@@ -541,8 +553,9 @@ boost::asio::awaitable<expected<std::string>> kerberos_delegator::async_token(
   };
   auto rv = std::make_shared<rendezvous>(ex);
   rv->timer.expires_after(d.options.deadline);
-  boost::asio::post(d.pool, [this, rv, upn = std::move(upn), cb = std::move(channel_bindings)] {
-    auto r = negotiate_token(upn, cb);
+  boost::asio::post(d.pool, [this, rv, is_principal, upn = std::move(name),
+                             cb = std::move(channel_bindings)] {
+    auto r = is_principal ? impl_->token(upn, cb) : negotiate_token(upn, cb);
     impl_->pending.fetch_sub(1);
     {
       std::lock_guard lock(rv->m);

@@ -104,6 +104,17 @@ class kerberos_delegator {
   boost::asio::awaitable<expected<std::string>> async_token(std::string upn,
                                                            std::vector<unsigned char> channel_bindings);
 
+  /**
+   * async_token for a principal named by the caller instead of one derived from a UPN: with
+   * auth.mapping = "directory" the account the directory returned ("alice@LAB.TEST", issue 12).
+   * Same pool, deadline, cache and errors.
+   */
+  boost::asio::awaitable<expected<std::string>> async_token_for_principal(
+      std::string principal, std::vector<unsigned char> channel_bindings);
+
+  /** The realm of the proxy's own principal (kerberos.principal after its '@'). */
+  std::string realm() const;
+
   /** The principal a UPN maps to under this delegator's configuration. */
   expected<std::string> principal_for(std::string_view upn) const;
 
@@ -118,6 +129,8 @@ class kerberos_delegator {
  private:
   struct impl;
   explicit kerberos_delegator(std::unique_ptr<impl> p);
+  boost::asio::awaitable<expected<std::string>> async_token_impl(
+      std::string name, std::vector<unsigned char> channel_bindings, bool is_principal);
   std::unique_ptr<impl> impl_;
 };
 

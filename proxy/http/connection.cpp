@@ -12,7 +12,10 @@ namespace bhttp = boost::beast::http;
 net::awaitable<void> send_local(connection& c, observability::access_record& rec, reply r,
                                 int substatus, bool keep_alive, unsigned version,
                                 std::string_view allow) {
-  const local_reply_info info = info_for(r, substatus);
+  // 403.12 has a code per cause (issue 12): the one the phase put in the access record.
+  const local_reply_info info = r == reply::forbidden && substatus == 12
+                                    ? mapping_denied(rec.error)
+                                    : info_for(r, substatus);
   keep_alive = keep_alive && !info.must_close;
   auto res = make_local_reply(info, version, keep_alive);
   if (!allow.empty()) res.set(bhttp::field::allow, allow);

@@ -22,12 +22,14 @@ using src = error_source;
 // stable code, body text, Retry-After seconds, must_close.
 // must_close = false only where the error says nothing about the connection's state (policy
 // answers); the session still closes when it did not read the request body to its end.
-constexpr std::array<local_reply_info, 23> table{{
+constexpr std::array<local_reply_info, 25> table{{
     {reply::bad_request, src::downstream, 400, 0, "bad_request", "malformed request", 0, true},
     {reply::forbidden, src::downstream, 403, 0, "forbidden", "access denied by route policy", 0,
      false},
     {reply::forbidden, src::downstream, 403, 7, "no_certificate", "client certificate required",
      0, false},
+    {reply::forbidden, src::downstream, 403, 12, "mapping_denied",
+     "client certificate not mapped to an account allowed to log on", 0, false},
     {reply::forbidden, src::downstream, 403, 13, "revoked", "client certificate revoked", 0,
      false},
     {reply::forbidden, src::downstream, 403, 16, "verify_failed",
@@ -62,9 +64,35 @@ constexpr std::array<local_reply_info, 23> table{{
      "service overloaded, retry later", 0, true},
     {reply::kdc_unavailable, src::internal, 503, 0, "kdc_unavailable",
      "authentication service unavailable, retry later", 5, true},
+    {reply::directory_unavailable, src::internal, 503, 0, "directory_unavailable",
+     "account directory unavailable, retry later", 5, true},
     {reply::draining, src::internal, 503, 0, "draining", "server shutting down", 0, true},
     {reply::upstream_timeout, src::upstream, 504, 0, "upstream_timeout",
      "backend did not answer in time", 0, true},
+}};
+
+// 403.12 with its own code per cause (issue 12; docs/directory.md "Verdicts"). Policy answers:
+// the connection stays usable.
+constexpr std::array<local_reply_info, 11> mapping_table{{
+    {reply::forbidden, src::downstream, 403, 12, "issuer_not_allowed",
+     "client certificate issued by a CA not allowed to issue logon certificates", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "upn_suffix_not_allowed",
+     "client certificate names a domain not accepted here", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "template_not_allowed",
+     "client certificate of a template not accepted for logon", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "not_found",
+     "no account found for this client certificate", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "ambiguous",
+     "more than one account matches this client certificate", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "no_strong_mapping",
+     "client certificate not strongly mapped to the account (KB5014754)", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "sid_mismatch",
+     "client certificate SID belongs to another account", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "disabled", "account disabled", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "locked_out", "account locked out", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "account_expired", "account expired", 0, false},
+    {reply::forbidden, src::downstream, 403, 12, "issuer_not_in_ntauth",
+     "client certificate issuer not in the NTAuth store", 0, false},
 }};
 
 constexpr bool every_reply_has_a_plain_row() {
@@ -123,6 +151,12 @@ local_reply_info info_for(reply r, int substatus) noexcept {
   // every_reply_has_a_plain_row() guarantees `plain` for every enumerator; an out-of-range
   // value (a cast) gets the internal-error row.
   return plain ? *plain : info_for(reply::internal);
+}
+
+local_reply_info mapping_denied(std::string_view code) noexcept {
+  for (const local_reply_info& row : mapping_table)
+    if (row.code == code) return row;
+  return info_for(reply::forbidden, 12);
 }
 
 reply reply_for(error_source source, const boost::system::error_code& ec) noexcept {

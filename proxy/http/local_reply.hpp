@@ -17,8 +17,9 @@ namespace cbagate::http {
 /** Every answer the proxy gives on its own. */
 enum class reply : std::uint8_t {
   bad_request,              ///< 400: any framing or normalization error
-  forbidden,                ///< 403.x: substatus 7 no cert, 13 revoked, 16 untrusted/invalid,
-                            ///<       17 expired/not yet valid; 0 route policy
+  forbidden,                ///< 403.x: substatus 7 no cert, 12 mapper denied (issue 12),
+                            ///<       13 revoked, 16 untrusted/invalid, 17 expired/not yet
+                            ///<       valid; 0 route policy
   delegation_denied,        ///< 403: the KDC refused S4U for this user
   not_found,                ///< 404: no route
   method_not_allowed,       ///< 405 + Allow: a method the route does not forward
@@ -34,6 +35,7 @@ enum class reply : std::uint8_t {
   bad_upstream_response,    ///< 502: the backend's response did not parse or was too large
   service_unavailable,      ///< 503: overloaded (connection or queue limits)
   kdc_unavailable,          ///< 503 + Retry-After: no KDC answered
+  directory_unavailable,    ///< 503 + Retry-After: no domain controller answered in time
   draining,                 ///< 503: shutting down
   upstream_timeout,         ///< 504: the backend did not answer in time
 };
@@ -67,6 +69,15 @@ struct local_reply_info {
  * Thread-safe, noexcept.
  */
 local_reply_info info_for(reply r, int substatus = 0) noexcept;
+
+/**
+ * The row of a 403.12 ("mapper denied access", issue 12) refusal with its own stable code:
+ * issuer_not_allowed, upn_suffix_not_allowed, template_not_allowed (trust limits of [auth]),
+ * not_found, ambiguous, no_strong_mapping, sid_mismatch, disabled, locked_out,
+ * account_expired, issuer_not_in_ntauth (directory mapping). An unknown code gives the plain
+ * 403.12 row ("mapping_denied"). Thread-safe, noexcept.
+ */
+local_reply_info mapping_denied(std::string_view code) noexcept;
 
 /**
  * Classifies an error code seen on `source` (never by message text):

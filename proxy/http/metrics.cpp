@@ -11,7 +11,7 @@ namespace {
 std::vector<std::string> rejection_names() {
   std::vector<std::string> out;
   for (int r = static_cast<int>(identity::rejection::no_certificate);
-       r <= static_cast<int>(identity::rejection::bad_upn_encoding); ++r)
+       r <= static_cast<int>(identity::last_rejection); ++r)
     out.emplace_back(identity::to_string(static_cast<identity::rejection>(r)));
   return out;
 }

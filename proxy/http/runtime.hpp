@@ -8,6 +8,7 @@
 
 #include "config/snapshot.hpp"
 #include "delegation/kerberos.hpp"
+#include "directory/service.hpp"
 #include "http/metrics.hpp"
 #include "identity/verifier.hpp"
 #include "observability/access_log.hpp"
@@ -48,6 +49,7 @@ struct runtime {
   routing::route_table routes;
   std::shared_ptr<upstream::client_tls> upstream_tls;
   std::shared_ptr<delegation::kerberos_delegator> kerberos;  // identity.mode = "kerberos" only
+  std::shared_ptr<directory::service> directory;  // auth.mapping = "directory" only (issue 12)
   observability::access_log* access_log = nullptr;  // owned by the server, outlives runtimes
   http::metrics* metrics = nullptr;                 // owned by the server, outlives runtimes
   /** Revocation policy of this runtime: [revocation] plus the CRL files of tls.crl, loaded

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "delegation/kerberos.hpp"
+#include "http/account_mapping.hpp"
 #include "http/connection.hpp"
 #include "http/framing.hpp"
 #include "http/local_reply.hpp"
@@ -90,6 +91,7 @@ struct request {
   routing::decision decision;
   // map
   std::string account;  // the user the backend sees; empty: no identity is forwarded
+  std::string principal;  // Kerberos: the directory's account ("alice@LAB.TEST"); "" = from UPN
   // delegate
   relay_plan plan;
   upstream::lease lease;
@@ -372,12 +374,32 @@ net::awaitable<verdict> authorize(connection& c, request& rq) {
 
 // --- map ------------------------------------------------------------------------------------------
 
-// The account the backend will see for an authorized identity. Today the certificate's UPN
-// (auth.mapping = "upn"); a directory lookup (issue 12) decides here, and may refuse.
-verdict map(connection& c, request& rq) {
-  (void)c;
-  if (rq.decision.forward_identity) rq.account = rq.id->upn;
-  return std::nullopt;
+// The account the backend will see for an authorized identity: the certificate's UPN. With
+// auth.mapping = "directory" (issue 12, docs/directory.md) the directory must first find the
+// account strongly bound to the certificate, enabled, unlocked and unexpired: at every request
+// (the verdict cache makes that a lookup), so a held connection is cut off within cache_ttl.
+// Refused: 403.12 with the verdict's code; no directory: 503, never a pass.
+net::awaitable<verdict> map(connection& c, request& rq) {
+  if (!rq.decision.forward_identity) co_return std::nullopt;
+  rq.account = rq.id->upn;
+  if (!c.rt.directory) co_return std::nullopt;
+  const account_mapping m = co_await map_account(*c.rt.directory, *rq.id);
+  auto& rec = rq.rec;
+  rec.extra.emplace_back("directory", m.from_cache ? "cache" : "lookup");
+  if (m.refusal) {
+    rec.error = std::string(m.refusal->code);
+    if (!m.result.detail.empty()) rec.extra.emplace_back("directory_detail", m.result.detail);
+    observability::logger("directory")
+        ->info("conn={} req={} certificate {} ({}) refused: {}: {}", c.conn_id, rec.req_id,
+               rq.id->subject, rq.id->upn, rec.error, m.result.detail);
+    if (m.refusal->status == 503)
+      co_return refusal{reply::directory_unavailable, 0, false, rq.version()};
+    co_return refusal{reply::forbidden, 12, rq.keep_after_refusal, rq.version()};
+  }
+  rec.extra.emplace_back("account", m.result.sam_account_name);
+  rec.extra.emplace_back("mapping", m.result.via);
+  if (c.rt.kerberos) rq.principal = account_principal(m.result, c.rt.kerberos->realm());
+  co_return std::nullopt;
 }
 
 // --- delegate -------------------------------------------------------------------------------------
@@ -445,12 +467,21 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
 net::awaitable<verdict> kerberos_token(connection& c, request& rq) {
   auto& rec = rq.rec;
   delegation::kerberos_delegator& krb = *c.rt.kerberos;
-  const auto principal = krb.principal_for(rq.account);
+  // With directory mapping, the account the directory returned (issue 12), not a name guessed
+  // from the UPN's suffix.
+  const auto principal = rq.principal.empty() ? krb.principal_for(rq.account)
+                                              : expected<std::string>(rq.principal);
   const bool warm = principal && krb.cached(*principal);
   const auto t_krb = steady::now();
-  std::string upn = rq.account;
   std::vector<unsigned char> bindings = rq.lease.conn->tls_server_end_point;
-  auto token = co_await krb.async_token(std::move(upn), std::move(bindings));
+  expected<std::string> token = make_error_code(delegation::errc::internal);
+  if (rq.principal.empty()) {
+    std::string upn = rq.account;
+    token = co_await krb.async_token(std::move(upn), std::move(bindings));
+  } else {
+    std::string name = rq.principal;
+    token = co_await krb.async_token_for_principal(std::move(name), std::move(bindings));
+  }
   rec.delegation_us = micros(steady::now() - t_krb);
   rec.extra.emplace_back("krb_cache", warm ? "hit" : "miss");
   c.rt.metrics->count_delegation(token ? error_code{} : token.error(), warm, rec.delegation_us);
@@ -484,7 +515,7 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
       c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
   // (A named argument: GCC 12 destroys a coroutine argument built by a conditional expression
   // twice.)
-  std::string pool_key = kerberos ? rq.account : std::string();
+  std::string pool_key = kerberos ? (rq.principal.empty() ? rq.account : rq.principal) : std::string();
   // A backend connection private to this client serves its later requests that forward no
   // certificate identity (the NTLM legs and what follows them); no other client ever gets it.
   if (!rq.decision.forward_identity) rq.lease.conn = c.pinned.take(pool);
@@ -541,7 +572,7 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   verdict v = check_header(c, rq, h);
   if (!v) v = route(c, rq);
   if (!v) v = co_await authorize(c, rq);
-  if (!v) v = map(c, rq);
+  if (!v) v = co_await map(c, rq);
   if (!v) v = co_await delegate(c, rq);
   if (v) {
     co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);

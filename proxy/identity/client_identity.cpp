@@ -15,13 +15,17 @@ std::string_view to_string(rejection r) noexcept {
     case rejection::no_upn: return "no_upn";
     case rejection::multi_upn: return "multi_upn";
     case rejection::bad_upn_encoding: return "bad_upn_encoding";
+    case rejection::issuer_not_allowed: return "issuer_not_allowed";
+    case rejection::upn_suffix_not_allowed: return "upn_suffix_not_allowed";
+    case rejection::template_not_allowed: return "template_not_allowed";
   }
   return "unknown";
 }
 
 // The substatus codes of IIS 403 for client certificates (HTTP.SYS / IIS "403.x" table):
 // 7 = client certificate required, 13 = client certificate revoked, 16 = client certificate
-// untrusted or invalid, 17 = client certificate expired or not yet valid.
+// untrusted or invalid, 17 = client certificate expired or not yet valid, 12 = "mapper denied
+// access" (the certificate is fine but may not log on: issuer, UPN suffix, template; issue 12).
 int iis_substatus(rejection r) noexcept {
   switch (r) {
     case rejection::none: return 0;
@@ -35,6 +39,9 @@ int iis_substatus(rejection r) noexcept {
     case rejection::no_upn:
     case rejection::multi_upn:
     case rejection::bad_upn_encoding: return 16;
+    case rejection::issuer_not_allowed:
+    case rejection::upn_suffix_not_allowed:
+    case rejection::template_not_allowed: return 12;
   }
   return 16;  // an out-of-range value is treated as "invalid", never as accepted
 }

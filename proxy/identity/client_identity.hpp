@@ -22,13 +22,35 @@ enum class rejection : std::uint8_t {
   no_upn,            // no UPN from the configured sources             -> 403.16
   multi_upn,         // more than one UPN                              -> 403.16
   bad_upn_encoding,  // not UTF8String, control characters, too long   -> 403.16
+  // Trust limits of [auth] (issue 12): IIS's 403.12 "mapper denied access".
+  issuer_not_allowed,      // the leaf's direct issuer is not in auth.issuing_cas   -> 403.12
+  upn_suffix_not_allowed,  // the UPN's domain is not in auth.upn_suffixes          -> 403.12
+  template_not_allowed,    // no AD CS template of auth.certificate_templates       -> 403.12
 };
+
+/** The last enumerator (loops over every reason, ticket decoding bounds). */
+inline constexpr rejection last_rejection = rejection::template_not_allowed;
 
 /** Stable snake_case name, used in logs and metrics ("no_upn"). */
 std::string_view to_string(rejection r) noexcept;
 
-/** The IIS 403 substatus for a rejection: 7, 13, 16 or 17; 0 for `none`. */
+/** The IIS 403 substatus for a rejection: 7, 12, 13, 16 or 17; 0 for `none`. */
 int iis_substatus(rejection r) noexcept;
+
+/**
+ * What Active Directory's certificate mapping reads of an accepted leaf (identity/
+ * ad_certificate.hpp, docs/directory.md). Every string is printable ASCII/UTF-8 without control
+ * characters. Computed once per full handshake; carried in session tickets.
+ */
+struct ad_facts {
+  std::string issuer_dn;   ///< AD form of the issuer DN ("DC=test,DC=lab,CN=Lab Issuing CA")
+  std::string subject_dn;  ///< AD form of the subject DN
+  std::string ski;         ///< upper-case hex of the SubjectKeyIdentifier extension; "" = none
+  std::string sha1;        ///< upper-case hex SHA-1 of the whole DER certificate (thumbprint)
+  std::string sid;         ///< SID string of the SID security extension; "" = none
+  std::string sid_error;   ///< non-empty: the SID extension is present but malformed
+  bool operator==(const ad_facts&) const = default;
+};
 
 /**
  * The outcome of one certificate verification, computed once per TLS connection.
@@ -48,6 +70,8 @@ struct client_identity {
   /** What revocation checking needs of the verified chain: leaf first, the trust anchor
    *  excluded. Filled on acceptance only (empty otherwise); carried in session tickets. */
   chain_refs chain{};
+  /** What directory mapping needs (issue 12); filled on acceptance only. */
+  ad_facts ad{};
 
   bool ok() const noexcept { return reason == rejection::none; }
 };

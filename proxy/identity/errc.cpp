@@ -13,6 +13,7 @@ std::string describe(errc e) {
     case errc::intermediates_load_failed: return "cannot load the client intermediates file";
     case errc::crl_load_failed: return "cannot load a CRL file";
     case errc::store_setup_failed: return "cannot set up the certificate store";
+    case errc::issuing_cas_load_failed: return "cannot load the issuing CAs file";
   }
   return "unknown identity error";
 }

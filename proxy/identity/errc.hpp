@@ -13,6 +13,7 @@ enum class errc {
   intermediates_load_failed,  ///< client_intermediates: unreadable, unparsable or empty
   crl_load_failed,            ///< a CRL file: unreadable, neither PEM nor DER CRLs
   store_setup_failed,         ///< OpenSSL refused to build the X509_STORE (out of memory, ...)
+  issuing_cas_load_failed,    ///< auth.issuing_cas: unreadable, unparsable, empty or not a CA
 };
 
 /** The "proxy.identity" category. Thread-safe, a function-local static. */

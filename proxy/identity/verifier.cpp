@@ -15,6 +15,7 @@
 #include <openssl/x509v3.h>
 
 #include "common/openssl_error.hpp"
+#include "identity/ad_certificate.hpp"
 
 namespace cbagate::identity {
 namespace {
@@ -345,6 +346,18 @@ expected<std::shared_ptr<const verifier>> verifier::make(const verifier_options&
   ossl::x509_stack_ptr anchors;
   if (!load_certificates("client_ca", options.client_ca_file, errc::ca_load_failed, anchors, err))
     return fail();
+  int self_signed = 0;
+  for (int i = 0; i < sk_X509_num(anchors.get()); ++i)
+    if (X509_self_signed(sk_X509_value(anchors.get(), i), 1) == 1) ++self_signed;
+  if (self_signed == 0) {
+    // No chain can end here (no PARTIAL_CHAIN): every client would get 403.16 without a word.
+    err = {errc::ca_load_failed,
+           quoted("client_ca", options.client_ca_file) +
+               ": no certificate in it is self-signed, so none can be a trust anchor; put the "
+               "root there and the issuing CA in tls.client_intermediates and auth.issuing_cas "
+               "(cbagate --check-config lists each certificate)"};
+    return fail();
+  }
   for (int i = 0; i < sk_X509_num(anchors.get()); ++i) {
     X509* x = sk_X509_value(anchors.get(), i);
     // Decode and cache the extensions now, so concurrent verifications only read them.
@@ -370,6 +383,34 @@ expected<std::shared_ptr<const verifier>> verifier::make(const verifier_options&
       if (v->issuers_) v->issuers_->add(x);
     }
   }
+
+  v->issuing_cas_.reset(sk_X509_new_null());
+  if (!v->issuing_cas_) return fail();
+  if (!options.issuing_cas_file.empty()) {
+    if (!load_certificates("auth.issuing_cas", options.issuing_cas_file,
+                           errc::issuing_cas_load_failed, v->issuing_cas_, err))
+      return fail();
+    for (int i = 0; i < sk_X509_num(v->issuing_cas_.get()); ++i) {
+      X509* x = sk_X509_value(v->issuing_cas_.get(), i);
+      X509_check_purpose(x, -1, 0);
+      if (X509_check_ca(x) == 0) {
+        err = {errc::issuing_cas_load_failed,
+               quoted("auth.issuing_cas", options.issuing_cas_file) + ": certificate " +
+                   std::to_string(i + 1) + " [" + name_to_string(X509_get_subject_name(x)) +
+                   "] is not a CA certificate"};
+        return fail();
+      }
+      if (v->issuers_) v->issuers_->add(x);
+      // The issuing CAs help build paths like client_intermediates (never as anchors).
+      X509_up_ref(x);
+      if (sk_X509_push(v->intermediates_.get(), x) <= 0) {
+        X509_free(x);
+        return fail();
+      }
+    }
+  }
+  v->upn_suffixes_ = options.upn_suffixes;
+  v->templates_ = options.certificate_templates;
 
   for (const std::string& path : options.crl_files)
     if (!load_crls(path, v->store_.get(), err)) return fail();
@@ -468,13 +509,45 @@ client_identity verifier::verify(X509* leaf, STACK_OF(X509) * untrusted_chain,
     return finish(rejection::wrong_eku,
                   "leaf extendedKeyUsage lacks clientAuth (1.3.6.1.5.5.7.3.2)");
 
+  // The trust limits of [auth] (issue 12): which CA issued it (AD's NTAuth store holds issuing
+  // CAs, not roots), which AD CS template, which UPN domain. 403.12, "mapper denied access".
+  STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(ctx.get());
+  if (sk_X509_num(issuing_cas_.get()) > 0) {
+    X509* issuer = verified != nullptr && sk_X509_num(verified) > 1 ? sk_X509_value(verified, 1)
+                                                                    : nullptr;
+    bool allowed = false;
+    for (int i = 0; issuer != nullptr && !allowed && i < sk_X509_num(issuing_cas_.get()); ++i)
+      allowed = same_ca(issuer, sk_X509_value(issuing_cas_.get(), i));
+    if (!allowed)
+      return finish(rejection::issuer_not_allowed,
+                    "issued by [" + (issuer ? name_to_string(X509_get_subject_name(issuer))
+                                            : std::string("itself")) +
+                        "], which is not one of auth.issuing_cas");
+  }
+  if (!templates_.empty()) {
+    const template_info t = read_template(leaf);
+    if (!template_allowed(t, templates_)) {
+      std::string d = !t.error.empty() ? t.error
+                      : t.oid.empty() && t.name.empty()
+                          ? std::string("no certificate template extension")
+                          : "template " + (t.oid.empty() ? std::string() : t.oid) +
+                                (!t.oid.empty() && !t.name.empty() ? " / " : "") +
+                                (t.name.empty() ? std::string() : "\"" + t.name + "\"");
+      return finish(rejection::template_not_allowed,
+                    d + ", not one of auth.certificate_templates");
+    }
+  }
   upn_result upn = extract_upn(leaf, upn_);
   if (!upn.ok()) return finish(upn.reason, std::move(upn.detail));
+  if (!upn_suffixes_.empty() && !upn_suffix_allowed(upn.upn, upn_suffixes_))
+    return finish(rejection::upn_suffix_not_allowed,
+                  "UPN domain " + upn.upn.substr(upn.upn.rfind('@') + 1) +
+                      " is not one of auth.upn_suffixes");
   id.upn = std::move(upn.upn);
+  id.ad = read_ad_facts(leaf);
   // What revocation checking needs, computed once here (DER bytes and hashes, no crypto per
   // request); the CAs of the chain join the registry that CRL and OCSP signatures are
   // verified against (known ones cost a lookup).
-  STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(ctx.get());
   id.chain = refs_of_chain(verified);
   if (issuers_ && verified != nullptr) {
     for (int i = 1; i < sk_X509_num(verified); ++i) issuers_->add(sk_X509_value(verified, i));

@@ -28,6 +28,14 @@ struct verifier_options {
   std::vector<std::string> crl_files;
   upn_options upn;
   unsigned verify_depth = 5;  ///< most intermediates allowed (X509_VERIFY_PARAM_set_depth)
+  /// Trust limits of [auth] (issue 12). `issuing_cas_file`: PEM CAs, one of which must be the
+  /// leaf's direct issuer ("" = any); they also help build paths (never anchors).
+  std::string issuing_cas_file;
+  /// UPN domains accepted (auth.upn_suffixes), ASCII case-insensitive; empty = any.
+  std::vector<std::string> upn_suffixes;
+  /// AD CS templates accepted (auth.certificate_templates): dotted OIDs (v2 template
+  /// extension) or names (v1 extension); empty = no template required.
+  std::vector<std::string> certificate_templates;
   /// Process-wide registry of CA certificates (optional): `make` adds the anchors and the
   /// configured intermediates; each accepted chain adds its certificates above the leaf.
   /// Revocation checking verifies CRL and OCSP signatures against it.
@@ -63,7 +71,12 @@ struct chain_validity {
  *   wrong purpose, listed on a CRL) wins; then the certificate's own validity period
  *   (expired / not_yet_valid); then an unknown revocation status (revoked, "stale CRL" or
  *   "no CRL"). So an expired certificate reads `expired` even when the CRL is also stale.
- * - Then the UPN (`extract_upn` with `verifier_options::upn`).
+ * - Then the trust limits of [auth], each 403.12 (identity::iis_substatus): the leaf's direct
+ *   issuer must be one of `issuing_cas_file` (same subject and key; issuer_not_allowed), the
+ *   template one of `certificate_templates` (template_not_allowed); then the UPN
+ *   (`extract_upn` with `verifier_options::upn`), whose domain must be one of `upn_suffixes`
+ *   (upn_suffix_not_allowed). Checked in that order.
+ * - On acceptance `client_identity::ad` holds what directory mapping reads (read_ad_facts).
  * - On acceptance, `client_identity::chain` holds the refs of the verified chain (leaf first,
  *   anchor excluded; identity::refs_of_chain) and the chain's CA certificates are added to
  *   `verifier_options::issuers` when one was given.
@@ -84,7 +97,7 @@ class verifier {
    * @param error_detail when not null, receives on failure a message naming the option, the
    *        file and OpenSSL's reason ("client_ca '/etc/x.pem': no certificate found: ...").
    * @return the verifier, or errc::ca_load_failed / intermediates_load_failed /
-   *         crl_load_failed / store_setup_failed.
+   *         crl_load_failed / issuing_cas_load_failed / store_setup_failed.
    */
   static expected<std::shared_ptr<const verifier>> make(const verifier_options& options,
                                                         std::string* error_detail = nullptr);
@@ -122,11 +135,19 @@ class verifier {
 
   const upn_options& upn() const noexcept { return upn_; }
 
+  /** Whether any trust limit of [auth] is configured. */
+  bool has_limits() const noexcept {
+    return sk_X509_num(issuing_cas_.get()) > 0 || !upn_suffixes_.empty() || !templates_.empty();
+  }
+
  private:
   verifier() = default;
 
   ossl::x509_store_ptr store_;
   ossl::x509_stack_ptr intermediates_;
+  ossl::x509_stack_ptr issuing_cas_;  // auth.issuing_cas; empty = any issuer
+  std::vector<std::string> upn_suffixes_;
+  std::vector<std::string> templates_;
   upn_options upn_;
   std::shared_ptr<issuer_registry> issuers_;
   unsigned depth_ = 5;

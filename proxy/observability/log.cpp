@@ -19,9 +19,9 @@ namespace cbagate::observability {
 
 namespace {
 
-constexpr std::array<std::string_view, 9> module_names{
+constexpr std::array<std::string_view, 10> module_names{
     "main", "tls", "http", "upstream", "delegation", "admin", "config", "identity",
-    "revocation"};
+    "revocation", "directory"};
 
 constexpr std::string_view default_logger = "main";
 

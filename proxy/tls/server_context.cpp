@@ -48,13 +48,14 @@ identity::client_identity* slot_of(SSL* ssl) {
 
 // --- ticket app data: the verified identity, carried inside the server-encrypted ticket -------
 // Layout (version 2): u8 version, u8 presented, u8 reason, i64 not_before, i64 not_after, then
-// upn, subject, issuer, serial, sha256, detail as u16 length + bytes; then the chain refs that
+// upn, subject, issuer, serial, sha256, detail, then (version 3) the AD facts issuer_dn,
+// subject_dn, ski, sha1, sid, sid_error, as u16 length + bytes; then the chain refs that
 // revocation checking needs (issue 5): u8 count, each 20-byte name hash, 20-byte key hash,
 // serial (u16 length + bytes), u8 CDP URL count + URLs, u8 OCSP URL count + URLs (u16 length +
 // bytes each). Only this server can decrypt and authenticate a ticket, so the client cannot
 // alter it. A chain beyond the bounds below is written as not resumable (version 0): a resumed
 // session must be checked against exactly the refs of its full handshake, never fewer.
-constexpr std::uint8_t ticket_format = 2;
+constexpr std::uint8_t ticket_format = 3;  // 3: the AD facts of issue 12 after `detail`
 constexpr std::uint8_t ticket_not_resumable = 0;
 constexpr std::size_t max_field = 4096;
 constexpr std::size_t max_ticket_refs = 10;
@@ -94,8 +95,13 @@ std::string encode_identity(const identity::client_identity& id) {
   out.push_back(static_cast<char>(id.reason));
   put_u64(out, static_cast<std::uint64_t>(id.not_before));
   put_u64(out, static_cast<std::uint64_t>(id.not_after));
-  for (const std::string* s : {&id.upn, &id.subject, &id.issuer, &id.serial, &id.sha256, &id.detail})
+  for (const std::string* s : {&id.upn, &id.subject, &id.issuer, &id.serial, &id.sha256, &id.detail,
+                               &id.ad.issuer_dn, &id.ad.subject_dn, &id.ad.ski, &id.ad.sha1,
+                               &id.ad.sid, &id.ad.sid_error}) {
+    // A field cut at max_field would resume as another value: not resumable instead.
+    if (s->size() > max_field) return std::string(1, static_cast<char>(ticket_not_resumable));
     put_str(out, *s);
+  }
   if (!chain_fits_ticket(id.chain)) return std::string(1, static_cast<char>(ticket_not_resumable));
   out.push_back(static_cast<char>(id.chain.size()));
   for (const identity::cert_ref& ref : id.chain) {
@@ -149,13 +155,15 @@ bool decode_identity(const void* data, std::size_t len, identity::client_identit
   std::uint64_t nb = 0, na = 0;
   if (!r.u8(version) || version != ticket_format) return false;
   if (!r.u8(presented) || !r.u8(reason) || !r.u64(nb) || !r.u64(na)) return false;
-  if (reason > static_cast<std::uint8_t>(identity::rejection::bad_upn_encoding)) return false;
+  if (reason > static_cast<std::uint8_t>(identity::last_rejection)) return false;
   identity::client_identity out;
   out.presented = presented != 0;
   out.reason = static_cast<identity::rejection>(reason);
   out.not_before = static_cast<std::int64_t>(nb);
   out.not_after = static_cast<std::int64_t>(na);
-  for (std::string* s : {&out.upn, &out.subject, &out.issuer, &out.serial, &out.sha256, &out.detail})
+  for (std::string* s : {&out.upn, &out.subject, &out.issuer, &out.serial, &out.sha256, &out.detail,
+                         &out.ad.issuer_dn, &out.ad.subject_dn, &out.ad.ski, &out.ad.sha1,
+                         &out.ad.sid, &out.ad.sid_error})
     if (!r.str(*s)) return false;
   std::uint8_t refs = 0;
   if (!r.u8(refs) || refs > max_ticket_refs) return false;
@@ -483,6 +491,12 @@ std::unique_ptr<server_context> server_context::make(
   // policy never resumes. Revocation is not: it is checked again at every request.
   material += "+depth=" + std::to_string(cfg.tls.verify_depth);
   material += "+upnmax=" + std::to_string(cfg.auth.max_upn_length);
+  // The trust limits of [auth] too (issue 12): a session accepted before a limit was added
+  // must not resume past it.
+  material += '\0' + read_file(cfg.auth.issuing_cas) + '\0';
+  for (const std::string& s : cfg.auth.upn_suffixes) material += s + '\0';
+  material += '\0';
+  for (const std::string& t : cfg.auth.certificate_templates) material += t + '\0';
   std::array<unsigned char, 32> sid_ctx{};
   unsigned int sid_len = 0;
   EVP_Digest(material.data(), material.size(), sid_ctx.data(), &sid_len, EVP_sha256(), nullptr);

@@ -20,6 +20,7 @@ namespace bhttp = boost::beast::http;
 using cbagate::http::error_source;
 using cbagate::http::info_for;
 using cbagate::http::make_local_reply;
+using cbagate::http::mapping_denied;
 using cbagate::http::reply;
 using cbagate::http::reply_for;
 
@@ -42,6 +43,10 @@ const std::vector<expected_row> rows{
      "403 Forbidden: access denied by route policy (cbagate: forbidden)\n", 0, false},
     {reply::forbidden, 7, 403, 7, "no_certificate",
      "403.7 Forbidden: client certificate required (cbagate: no_certificate)\n", 0, false},
+    {reply::forbidden, 12, 403, 12, "mapping_denied",
+     "403.12 Forbidden: client certificate not mapped to an account allowed to log on (cbagate: "
+     "mapping_denied)\n",
+     0, false},
     {reply::forbidden, 13, 403, 13, "revoked",
      "403.13 Forbidden: client certificate revoked (cbagate: revoked)\n", 0, false},
     {reply::forbidden, 16, 403, 16, "verify_failed",
@@ -91,6 +96,10 @@ const std::vector<expected_row> rows{
      "503 Service Unavailable: authentication service unavailable, retry later (cbagate: "
      "kdc_unavailable)\n",
      5, true},
+    {reply::directory_unavailable, 0, 503, 0, "directory_unavailable",
+     "503 Service Unavailable: account directory unavailable, retry later (cbagate: "
+     "directory_unavailable)\n",
+     5, true},
     {reply::draining, 0, 503, 0, "draining",
      "503 Service Unavailable: server shutting down (cbagate: draining)\n", 0, true},
     {reply::upstream_timeout, 0, 504, 0, "upstream_timeout",
@@ -129,6 +138,23 @@ TEST_CASE("local_reply: every table row gives its status substatus code and body
     CHECK(res.keep_alive() == !row.must_close);
     CHECK(res.count(bhttp::field::connection) == (row.must_close ? 1U : 0U));
   }
+}
+
+TEST_CASE("local_reply: 403.12 has its own code per cause (issue 12)") {
+  for (const char* code : {"issuer_not_allowed", "upn_suffix_not_allowed", "template_not_allowed",
+                           "not_found", "ambiguous", "no_strong_mapping", "sid_mismatch",
+                           "disabled", "locked_out", "account_expired", "issuer_not_in_ntauth"}) {
+    CAPTURE(code);
+    const auto info = mapping_denied(code);
+    CHECK(info.status == 403);
+    CHECK(info.substatus == 12);
+    CHECK(info.code == code);
+    CHECK_FALSE(info.must_close);
+    const auto res = make_local_reply(info, 11, true);
+    CHECK(res.body().rfind("403.12 Forbidden: ", 0) == 0);
+    CHECK(res.body().find(std::string("(cbagate: ") + code + ")") != std::string::npos);
+  }
+  CHECK(mapping_denied("whatever").code == "mapping_denied");
 }
 
 TEST_CASE("local_reply: codes are unique per row") {

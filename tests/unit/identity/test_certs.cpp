@@ -96,6 +96,18 @@ ossl::x509_ptr make_cert(const cert_spec& spec, EVP_PKEY* key, X509* issuer,
   }
   if (!spec.eku.empty()) add_conf_ext(x, signer, NID_ext_key_usage, spec.eku.c_str());
   if (!spec.upns.empty() || !spec.emails.empty()) add_san(x, spec);
+  for (const auto& [oid, der] : spec.raw_extensions) {
+    std::unique_ptr<ASN1_OBJECT, ossl::deleter<ASN1_OBJECT_free>> obj{OBJ_txt2obj(oid.c_str(), 1)};
+    std::unique_ptr<ASN1_OCTET_STRING, ossl::deleter<ASN1_OCTET_STRING_free>> os{
+        ASN1_OCTET_STRING_new()};
+    require(obj && os, "raw extension alloc");
+    require(ASN1_OCTET_STRING_set(os.get(), reinterpret_cast<const unsigned char*>(der.data()),
+                                  static_cast<int>(der.size())) == 1,
+            "raw extension value");
+    extension_ptr ext{X509_EXTENSION_create_by_OBJ(nullptr, obj.get(), 0, os.get())};
+    require(ext != nullptr, "X509_EXTENSION_create_by_OBJ");
+    require(X509_add_ext(x, ext.get(), -1) == 1, "X509_add_ext raw");
+  }
   require(X509_sign(x, issuer_key ? issuer_key : key, EVP_sha256()) > 0, "X509_sign");
   return cert;
 }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <openssl/x509.h>
@@ -38,6 +39,8 @@ struct cert_spec {
   std::int64_t not_before = 0;       ///< unix seconds; 0 = now - 1 hour
   std::int64_t not_after = 0;        ///< unix seconds; 0 = now + 30 days
   long serial = 1;
+  /// Extra extensions: dotted OID and the DER of the extension value (non-critical).
+  std::vector<std::pair<std::string, std::string>> raw_extensions;
 };
 
 /** Builds and signs a certificate; self-signed when `issuer` is null. */

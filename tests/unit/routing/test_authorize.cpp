@@ -40,6 +40,8 @@ const std::vector<rejection_case> presented_rejections = {
     {rejection::untrusted, 16},   {rejection::invalid, 16},       {rejection::wrong_eku, 16},
     {rejection::expired, 17},     {rejection::not_yet_valid, 17}, {rejection::revoked, 13},
     {rejection::no_upn, 16},      {rejection::multi_upn, 16},     {rejection::bad_upn_encoding, 16},
+    {rejection::issuer_not_allowed, 12}, {rejection::upn_suffix_not_allowed, 12},
+    {rejection::template_not_allowed, 12},
 };
 
 void check_allowed(const routing::decision& d, bool forward) {
