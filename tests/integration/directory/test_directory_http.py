@@ -89,8 +89,13 @@ class Verdicts(DirectoryCase):
         self.assertGreaterEqual(metric(self.proxy.admin, "cbagate_directory_cache_hits_total"), hits + 5)
 
     def test_public_route_needs_no_directory(self):
-        r = request(self.proxy, "GET", "/public/x", cert=self.cert("carol"))
-        self.assertEqual(r.status, 200)
+        # carol is disabled, but a route without certificate policy forwards no identity and
+        # asks no directory.
+        marker = self.mark()
+        r = request(self.proxy, "GET", f"/public/x?{marker}", cert=self.cert("carol"))
+        self.assertNotIn(r.status, (403, 503), r)
+        self.assertEqual(len(self.backend_saw(marker)), 1)
+        self.assertIsNone(self.proxy_logged(marker).get("extra", {}).get("directory"))
 
 
 class Failover(DirectoryCase):
