@@ -3,8 +3,6 @@
 #include "config/detail/cursor.hpp"
 #include "config/validate.hpp"
 
-#include <sys/stat.h>
-
 #include <cstdint>
 #include <limits>
 #include <ostream>
@@ -180,17 +178,10 @@ void apply_directory_tls(cursor& c) {
       pick(c, {directory_tls::starttls, directory_tls::ldaps, directory_tls::none});
 }
 
-// A bind password readable by anyone on the host is no secret.
+// A bind password is a secret: refused when group or others may access it (issue 16's one
+// check, config::secret_file_problem).
 void apply_password_file(cursor& c) {
-  const std::string path = c.input_file(directory_mode(c));
-  c.snap().directory.password_file = path;
-  if (path.empty() || !directory_mode(c)) return;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && (st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
-    c.error("is readable or writable by others (mode " + std::to_string((st.st_mode >> 6) & 7) +
-            std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) +
-            "); chmod o-rw " + path);
-  }
+  c.snap().directory.password_file = c.secret_file(directory_mode(c));
 }
 
 constexpr std::string_view file_constraint = "a readable file; relative to this file's directory";
@@ -645,14 +636,14 @@ constexpr schema_row rows[] = {
      .doc = "The read-only service account of a simple bind.",
      .apply = [](cursor& c) { c.snap().directory.bind_dn = c.string(); }},
     {.key = "directory.password_file", .kind = value_kind::string, .default_text = "\"\"",
-     .constraint = "required with bind = \"simple\"; a readable file not readable by others",
+     .constraint = "required with bind = \"simple\"; a readable file, no access for group or others",
      .doc = "File holding bind_dn's password (one line; a trailing newline is ignored). Refused "
-            "when other users may read it.",
+            "when group or others may access it (chmod 600).",
      .apply = apply_password_file},
     {.key = "directory.keytab", .kind = value_kind::string, .default_text = "\"\"",
      .constraint = "\"\" or a readable file",
      .doc = "Keytab of a SASL GSSAPI bind (its first principal binds); \"\" = kerberos.keytab.",
-     .apply = [](cursor& c) { c.snap().directory.keytab = c.input_file(directory_mode(c)); }},
+     .apply = [](cursor& c) { c.snap().directory.keytab = c.secret_file(directory_mode(c)); }},
     {.key = "directory.tls", .kind = value_kind::string, .default_text = "\"starttls\"",
      .constraint = "\"none\" only for loopback IP literals; \"ldaps\" with ldaps:// URIs",
      .doc = "\"starttls\" (ldap:// then StartTLS), \"ldaps\" (TLS from the start), \"none\" "
