@@ -251,6 +251,20 @@ struct ldap_client::impl {
     return out;
   }
 
+  // One subtree search for accounts under base_dn, at most two entries: a size limit of 2
+  // reached means two accounts match, which is what `ambiguous` needs.
+  int search_accounts(const std::string& filter, std::vector<account>& out,
+                      std::string& message) {
+    message_ptr res;
+    const int rc = search(options.base_dn, LDAP_SCOPE_SUBTREE, filter, account_attributes, 2, res);
+    if (rc != LDAP_SUCCESS && rc != LDAP_SIZELIMIT_EXCEEDED) {
+      message = fail_text(options.uris[current] + ": search " + options.base_dn, rc);
+      return rc;
+    }
+    out = accounts_of(res.get());
+    return LDAP_SUCCESS;
+  }
+
   // Runs `op` on a bound connection; a lost connection is dropped and `op` tried once more on
   // the next server that binds.
   template <class Op>
@@ -288,20 +302,7 @@ bool ldap_client::find_by_upn(const std::string& upn, std::vector<account>& out,
                               ldap_failure& failure) {
   const std::string filter = upn_filter(upn);
   return impl_->with_connection(
-      [&](std::string& message) {
-        message_ptr res;
-        const int rc = impl_->search(impl_->options.base_dn, LDAP_SCOPE_SUBTREE, filter,
-                                     account_attributes, 2, res);
-        // Size limit 2 reached: two accounts have this UPN, which is what `ambiguous` needs.
-        if (rc != LDAP_SUCCESS && rc != LDAP_SIZELIMIT_EXCEEDED) {
-          message = impl_->fail_text(impl_->options.uris[impl_->current] + ": search " +
-                                         impl_->options.base_dn,
-                                     rc);
-          return rc;
-        }
-        out = impl_->accounts_of(res.get());
-        return LDAP_SUCCESS;
-      },
+      [&](std::string& message) { return impl_->search_accounts(filter, out, message); },
       failure, hook_, hook_context_);
 }
 
@@ -309,17 +310,7 @@ bool ldap_client::find_by_strong_strings(const std::vector<std::string>& strings
                                          std::vector<account>& out, ldap_failure& failure) {
   const std::string filter = strong_filter(strings);
   return impl_->with_connection(
-      [&](std::string& message) {
-        message_ptr res;
-        const int rc = impl_->search(impl_->options.base_dn, LDAP_SCOPE_SUBTREE, filter,
-                                     account_attributes, 2, res);
-        if (rc != LDAP_SUCCESS && rc != LDAP_SIZELIMIT_EXCEEDED) {
-          message = impl_->fail_text(impl_->options.uris[impl_->current] + ": search", rc);
-          return rc;
-        }
-        out = impl_->accounts_of(res.get());
-        return LDAP_SUCCESS;
-      },
+      [&](std::string& message) { return impl_->search_accounts(filter, out, message); },
       failure, hook_, hook_context_);
 }
 
