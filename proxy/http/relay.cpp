@@ -15,11 +15,13 @@
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
 #include "http/sanitize.hpp"
+#include "http/serialize.hpp"
 #include "observability/log.hpp"
 #include "upstream/pinning.hpp"
 
@@ -166,6 +168,22 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
     }
   }
 
+  if (!x.plan.request_has_body) {
+    // No body (most requests): the header in one write, serialized here.
+    const std::size_t n = header_size(req.base());
+    auto head = std::make_unique_for_overwrite<char[]>(n);
+    put_header(req.base(), head.get());
+    x.utcp.expires_after(x.body_idle);
+    auto [ec, w] = co_await net::async_write(x.up, net::buffer(head.get(), n), use_tuple);
+    (void)w;
+    if (ec) {
+      rec.error = "upstream_write_failed";
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return false;
+    }
+    co_return true;
+  }
+
   bhttp::request_serializer<bhttp::buffer_body> sr{req};
   req.body().data = nullptr;
   req.body().size = 0;
@@ -180,7 +198,6 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
       co_return false;
     }
   }
-  if (!x.plan.request_has_body) co_return true;
 
   x.chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);  // not zeroed: 16 KiB memset
   if (c.buf.capacity() < relay_chunk) c.buf.reserve(relay_chunk);  // body reads: full pieces
@@ -247,9 +264,16 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
     error_code ec;
     if (response_header_ready(x.up, x.ubuf)) {
       // The backend has answered already (a quick request): nothing to watch for, and no
-      // readiness wait to register on the client socket (an epoll_ctl per request).
-      std::size_t hn = 0;
-      std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
+      // readiness wait to register on the client socket (an epoll_ctl per request). The whole
+      // header is in ubuf: parsed here, without an asynchronous hop (the parser stops at the
+      // end of the header; the body stays in ubuf).
+      const std::size_t used = res_p.put(x.ubuf.data(), ec);
+      x.ubuf.consume(used);
+      if (ec == bhttp::error::need_more) ec = {};
+      if (!ec && !res_p.is_header_done()) {
+        std::size_t hn = 0;
+        std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
+      }
     } else {
       // A held request (an ActiveSync Ping, up to an hour) keeps only the upstream read and a
       // readiness wait on the client socket, whose handler cancels that read when the client
@@ -300,6 +324,104 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
   }
 }
 
+// Step 3 for a response with Content-Length (the common case; the length is kept for the
+// client, so the body needs no re-framing): its header is serialized into the relay buffer
+// right before the body's first piece, so a small response leaves in one write, and the body
+// pieces follow as they are. Body bytes already read with the header are parsed without an
+// asynchronous hop.
+template <class Up>
+net::awaitable<outcome> relay_counted(exchange<Up>& x, outcome out, bool client_keep_alive,
+                                      bool upstream_keep_alive) {
+  connection& c = x.c;
+  auto& rec = x.rec;
+  auto& res_p = *x.res_p;
+  auto& res = res_p.get();
+  // `out` comes from relay_response with what it already knows (upstream_bound, issue 10).
+  std::size_t rchunk = relay_chunk;
+  if (const auto cl = res_p.content_length(); cl && *cl < relay_chunk)
+    rchunk = std::max<std::size_t>(static_cast<std::size_t>(*cl), 1);
+  const std::size_t head = header_size(res.base());
+  x.chunk = std::make_unique_for_overwrite<char[]>(head + rchunk);  // not zeroed
+  put_header(res.base(), x.chunk.get());
+  char* const body = x.chunk.get() + head;
+  rec.status = rec.upstream_status;
+  bool header_sent = false;
+  // A body that is not there yet never holds the header back.
+  if (!res_p.is_done() && x.ubuf.size() == 0) {
+    c.tcp().expires_after(x.body_idle);
+    auto [ec, n] = co_await net::async_write(c.stream, net::buffer(x.chunk.get(), head), use_tuple);
+    (void)n;
+    if (ec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+    header_sent = true;
+  }
+  while (!res_p.is_done()) {
+    res.body().data = body;
+    res.body().size = rchunk;
+    error_code ec;
+    std::size_t used = 0;
+    if (x.ubuf.size() > 0) {
+      used = res_p.put(x.ubuf.data(), ec);
+      x.ubuf.consume(used);
+      if (ec == bhttp::error::need_buffer) ec = {};
+    }
+    if (used == 0 && !ec) {
+      x.utcp.expires_after(x.body_idle);
+      // read_some, not read: a long-poll (OWA notifications) trickles small chunks that must
+      // reach the client as they come, not once a whole buffer is full.
+      std::size_t n = 0;
+      std::tie(ec, n) = co_await bhttp::async_read_some(x.up, x.ubuf, res_p, use_tuple);
+      if (ec == bhttp::error::need_buffer) ec = {};
+    }
+    if (ec && !header_sent) {
+      // Nothing sent yet (the header waits for its first body piece): the client can be told.
+      rec.error = "upstream_reset";
+      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
+                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
+      co_await send_local(c, rec, reply::upstream_reset, 0, false);
+      co_return out;
+    }
+    if (ec) {
+      // The backend died mid-response: the client cannot be told by a status any more, only by
+      // an incomplete message, so its connection is closed.
+      rec.error = ec == beast::error::timeout ? "upstream_timeout" : "upstream_reset";
+      observability::logger("http")->warn(
+          "conn={} req={} upstream {} failed mid-response after {} bytes: {}", c.conn_id,
+          rec.req_id, rec.upstream, rec.bytes_out, ec.message());
+      co_return out;
+    }
+    const std::size_t got = rchunk - res.body().size;
+    if (got == 0) continue;  // only framing parsed
+    const char* from = header_sent ? body : x.chunk.get();
+    c.tcp().expires_after(x.body_idle);
+    auto [wec, wn] = co_await net::async_write(
+        c.stream, net::buffer(from, static_cast<std::size_t>(body + got - from)), use_tuple);
+    (void)wn;
+    if (wec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+    header_sent = true;
+    rec.bytes_out += got;
+  }
+  if (!header_sent) {  // no body (HEAD, 204, 304, Content-Length: 0)
+    c.tcp().expires_after(x.body_idle);
+    auto [ec, n] = co_await net::async_write(c.stream, net::buffer(x.chunk.get(), head), use_tuple);
+    (void)n;
+    if (ec) {
+      rec.error = "client_closed";
+      co_return out;
+    }
+  }
+  out.client_keep_alive = client_keep_alive;
+  // The backend connection is reused only after a clean, complete exchange.
+  if (upstream_keep_alive && res_p.is_done() && x.req_p.is_done() && x.ubuf.size() == 0)
+    out.upstream_reusable = true;
+  co_return out;
+}
+
 // Step 3: the response, re-framed for the client, header then body pieces as they come.
 template <class Up>
 net::awaitable<outcome> relay_response(exchange<Up>& x) {
@@ -327,6 +449,8 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   }
   res.version(x.plan.client_version);
   res.keep_alive(client_keep_alive);
+  if (res.has_content_length())
+    co_return co_await relay_counted(x, out, client_keep_alive, upstream_keep_alive);
 
   bhttp::response_serializer<bhttp::buffer_body> rs{res};
   res.body().data = nullptr;

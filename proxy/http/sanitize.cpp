@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstddef>
+#include <optional>
 
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
@@ -114,29 +115,72 @@ std::uint8_t flags_of(const bhttp::fields::value_type& f) noexcept {
 
 constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
 
-// True when a Connection field lists `name` as a connection option (RFC 9110 7.6.1:
-// Connection = #connection-option, case-insensitive tokens).
-bool named_by_connection(const bhttp::fields& f, std::string_view name) noexcept {
-  const auto range = f.equal_range(field::connection);
-  for (auto it = range.first; it != range.second; ++it) {
-    std::string_view rest = it->value();
-    while (!rest.empty()) {
-      const std::size_t comma = rest.find(',');
-      std::string_view token = rest.substr(0, comma);
-      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-      while (!token.empty() && is_ows(token.front())) token.remove_prefix(1);
-      while (!token.empty() && is_ows(token.back())) token.remove_suffix(1);
-      if (!token.empty() && boost::beast::iequals(token, name)) return true;
+// The connection options of a message (RFC 9110 7.6.1: Connection = #connection-option,
+// case-insensitive tokens), read once per message: the pass then compares each field name
+// with a few tokens instead of searching the fields for Connection again per field. More
+// tokens than fit are read again from the fields (`overflow`), never dropped.
+struct connection_options {
+  static constexpr std::size_t max_tokens = 8;
+  std::array<std::string_view, max_tokens> tokens{};
+  std::size_t count = 0;
+  bool overflow = false;
+
+  explicit connection_options(const bhttp::fields& f) noexcept {
+    const auto range = f.equal_range(field::connection);
+    for (auto it = range.first; it != range.second; ++it) {
+      std::string_view rest = it->value();
+      while (!rest.empty()) {
+        const std::size_t comma = rest.find(',');
+        std::string_view token = rest.substr(0, comma);
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        while (!token.empty() && is_ows(token.front())) token.remove_prefix(1);
+        while (!token.empty() && is_ows(token.back())) token.remove_suffix(1);
+        if (token.empty()) continue;
+        if (count == max_tokens) {
+          overflow = true;
+          return;
+        }
+        tokens[count++] = token;
+      }
     }
   }
-  return false;
-}
+
+  // True when a Connection field lists `name` as a connection option.
+  bool names(const bhttp::fields& f, std::string_view name) const noexcept {
+    if (overflow) return named_by_connection(f, name);
+    for (std::size_t i = 0; i < count; ++i) {
+      if (tokens[i].size() == name.size() && boost::beast::iequals(tokens[i], name)) return true;
+    }
+    return false;
+  }
+
+  // The slow path for a Connection list longer than max_tokens: every token, from the fields.
+  static bool named_by_connection(const bhttp::fields& f, std::string_view name) noexcept {
+    const auto range = f.equal_range(field::connection);
+    for (auto it = range.first; it != range.second; ++it) {
+      std::string_view rest = it->value();
+      while (!rest.empty()) {
+        const std::size_t comma = rest.find(',');
+        std::string_view token = rest.substr(0, comma);
+        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+        while (!token.empty() && is_ows(token.front())) token.remove_prefix(1);
+        while (!token.empty() && is_ows(token.back())) token.remove_suffix(1);
+        if (!token.empty() && boost::beast::iequals(token, name)) return true;
+      }
+    }
+    return false;
+  }
+};
 
 // The one pass. Connection fields stay until the end of the loop, because later fields are
 // matched against their tokens, and are then removed together.
 sanitize_report apply(bhttp::fields& f, std::uint8_t drop_mask, std::string_view extra_identity) {
   sanitize_report report;
-  const bool has_connection = f.count(field::connection) > 0;
+  std::size_t connection_fields = 0;
+  for (const auto& fld : f) connection_fields += fld.name() == field::connection ? 1 : 0;
+  const bool has_connection = connection_fields > 0;
+  std::optional<connection_options> options;
+  if (has_connection) options.emplace(f);
   for (auto it = f.begin(); it != f.end();) {
     if (it->name() == field::connection) {
       ++it;
@@ -148,7 +192,7 @@ sanitize_report apply(bhttp::fields& f, std::uint8_t drop_mask, std::string_view
     }
     const bool drop = (flags & drop_mask) != 0 ||
                       (has_connection && (flags & keep_on_connection) == 0 &&
-                       named_by_connection(f, it->name_string()));
+                       options->names(f, it->name_string()));
     if (!drop) {
       ++it;
       continue;
@@ -158,7 +202,7 @@ sanitize_report apply(bhttp::fields& f, std::uint8_t drop_mask, std::string_view
     it = f.erase(it);
   }
   if (has_connection) {
-    report.removed += static_cast<std::uint32_t>(f.count(field::connection));
+    report.removed += static_cast<std::uint32_t>(connection_fields);
     f.erase(field::connection);
   }
   return report;

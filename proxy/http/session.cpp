@@ -29,7 +29,9 @@
 
 // The request path, one phase per function, in the order a request meets them:
 //
-//   read_header -> check_header -> route -> authorize -> map -> delegate -> relay (relay.cpp)
+//   read_header -> check_header -> route -> authorize (-> await_revocation) -> map
+//   (-> map_directory) -> delegate
+//   -> relay (relay.cpp)
 //
 // A phase reads what the phases before it put in `request`, adds its own part, and either lets
 // the request go on or refuses it with a local reply (a `refusal`). serve_request is the one
@@ -52,6 +54,10 @@ std::int64_t unix_now() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
+
+// Whether access-log lines are written: the record's fields that only the line shows (the
+// certificate's strings, the UPN) are filled only then.
+bool access_logging(const connection& c) { return c.rt.access_log && c.rt.access_log->enabled(); }
 
 // How a phase ends a request early: the local reply to send (its error code is already in the
 // access record) and whether the connection may carry another request after it.
@@ -89,6 +95,7 @@ struct request {
   const identity::client_identity* id = nullptr;  // the connection's, or `aged` below
   std::optional<identity::client_identity> aged;  // the connection's, expired since
   routing::decision decision;
+  bool revocation_pending = false;  // the caches had no status: await_revocation fetches it
   // map
   std::string account;  // the user the backend sees; empty: no identity is forwarded
   std::string principal;  // Kerberos: the directory's account ("alice@LAB.TEST"); "" = from UPN
@@ -163,7 +170,10 @@ net::awaitable<header_read> read_header(connection& c) {
       const std::size_t room =
           std::min({read_cap, lim.max_request_header_bytes + 4 - data.size(),
                     std::max<std::size_t>(4096, c.buf.capacity() - c.buf.size())});
-      std::tie(ec, n) = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
+      // What OpenSSL has decrypted already (the readiness wait peeked at a record) is copied
+      // without a system call or an asynchronous hop; otherwise the read waits.
+      n = c.stream.read_pending(c.buf.prepare(room));
+      if (n == 0) std::tie(ec, n) = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
     }
     if (ec) {
       if (ec == beast::error::timeout)
@@ -292,64 +302,94 @@ verdict route(connection& c, request& rq) {
 // Revocation (issue 5, docs/revocation.md): every request that forwards an identity is checked
 // against the current state (this runtime's CRL files, the process-wide CDP and OCSP caches),
 // kept-alive and resumed connections alike, so revoking a certificate cuts off a device that
-// holds its connection open. The good path is a lookup; a status that needs a download waits
-// here (asynchronously, bounded by revocation.timeout) without blocking the I/O thread.
-net::awaitable<verdict> check_revocation(connection& c, request& rq) {
-  // The settings of the newest runtime (a reload's CRL files apply to live connections too);
-  // `rv` is this thread's cached copy: not used after a co_await (a reload may replace it).
+// holds its connection open. The good path is a lookup (check_revocation, no coroutine frame);
+// a status that needs a download waits in await_revocation (asynchronously, bounded by
+// revocation.timeout) without blocking the I/O thread.
+
+// The settings of the newest runtime (a reload's CRL files apply to live connections too):
+// this thread's cached copy, not to be kept across a co_await (a reload may replace it). Null
+// when no check applies.
+const revocation_current* revocation_settings(connection& c) {
   const revocation_current* rv = c.rt.revocation_now ? c.w.current_revocation(*c.rt.revocation_now)
                                                      : c.rt.revocation.get();
   if (c.rt.revocation_checker == nullptr || rv == nullptr || rv->policy.checks == revocation::mode::off)
-    co_return std::nullopt;
+    return nullptr;
+  return rv;
+}
+
+// What a revocation verdict means for the request: refused (revoked, or unknown and failing
+// closed) or allowed (unknown and failing open is said so in the log and the access record).
+verdict apply_revocation(connection& c, request& rq, const revocation::verdict& v,
+                         config::fail_mode fail) {
   const identity::client_identity* id = rq.id;
   auto& rec = rq.rec;
   revocation::checker& checker = *c.rt.revocation_checker;
-  const config::fail_mode fail = rq.route->revocation_fail.value_or(rv->fail);
-  std::optional<revocation::verdict> v = checker.try_check(id->chain, rv->policy, unix_now());
-  if (!v) {
-    const auto ex = co_await net::this_coro::executor;
-    v = co_await checker.async_check(id->chain, rv->policy, ex);  // copies the policy first
-  }
-  const bool unknown = v->state == revocation::status::unknown;
-  if (v->state == revocation::status::revoked || (unknown && fail == config::fail_mode::closed)) {
-    checker.count(*v, false);
+  const bool unknown = v.state == revocation::status::unknown;
+  if (v.state == revocation::status::revoked || (unknown && fail == config::fail_mode::closed)) {
+    checker.count(v, false);
     rec.error = unknown ? "revocation_unknown" : "revoked";
-    rec.extra.emplace_back("revocation_source", std::string(revocation::to_string(v->from)));
-    if (!v->reason.empty()) rec.extra.emplace_back("revocation_reason", v->reason);
+    rec.extra.emplace_back("revocation_source", std::string(revocation::to_string(v.from)));
+    if (!v.reason.empty()) rec.extra.emplace_back("revocation_reason", v.reason);
     c.rt.metrics->count_rejection(identity::rejection::revoked);
     observability::logger("revocation")
         ->info("conn={} req={} certificate {} serial {} refused: {} ({}{}{})", c.conn_id,
-               rec.req_id, id->subject, id->serial, rec.error, revocation::to_string(v->from),
-               v->reason.empty() ? "" : ": ", v->reason);
-    co_return refusal{reply::forbidden, 13, rq.keep_after_refusal, rq.version()};
+               rec.req_id, id->subject, id->serial, rec.error, revocation::to_string(v.from),
+               v.reason.empty() ? "" : ": ", v.reason);
+    return refusal{reply::forbidden, 13, rq.keep_after_refusal, rq.version()};
   }
   if (unknown) {
     // Fail open: allowed, and said so (the contract's line; the counter below).
     std::string subject = id->subject;
     std::string serial = id->serial;
-    if (v->index > 0 && v->index < id->chain.size()) {
-      subject = "the CA at depth " + std::to_string(v->index) + " of " + id->subject;
+    if (v.index > 0 && v.index < id->chain.size()) {
+      subject = "the CA at depth " + std::to_string(v.index) + " of " + id->subject;
       serial.clear();
       static constexpr char hex[] = "0123456789ABCDEF";
-      for (const char b : id->chain[v->index].serial) {
+      for (const char b : id->chain[v.index].serial) {
         serial += hex[(static_cast<unsigned char>(b) >> 4) & 0x0F];
         serial += hex[static_cast<unsigned char>(b) & 0x0F];
       }
     }
     observability::logger("revocation")
         ->warn("revocation status unknown for {} serial {}: {}; allowed (fail open)", subject,
-               serial, v->reason.empty() ? std::string("unknown") : v->reason);
+               serial, v.reason.empty() ? std::string("unknown") : v.reason);
     rec.extra.emplace_back("revocation", "unknown_allowed");
   }
-  checker.count(*v, unknown);
-  co_return std::nullopt;
+  checker.count(v, unknown);
+  return std::nullopt;
+}
+
+// The caches' answer, when they have one; otherwise rq.revocation_pending (await_revocation).
+verdict check_revocation(connection& c, request& rq) {
+  const revocation_current* rv = revocation_settings(c);
+  if (rv == nullptr) return std::nullopt;
+  const config::fail_mode fail = rq.route->revocation_fail.value_or(rv->fail);
+  const std::optional<revocation::verdict> v =
+      c.rt.revocation_checker->try_check(rq.id->chain, rv->policy, unix_now());
+  if (!v) {
+    rq.revocation_pending = true;
+    return std::nullopt;
+  }
+  return apply_revocation(c, rq, *v, fail);
+}
+
+// A status the caches did not have: fetched (CRL download, OCSP) off this thread, then decided.
+net::awaitable<verdict> await_revocation(connection& c, request& rq) {
+  const revocation_current* rv = revocation_settings(c);
+  if (rv == nullptr) co_return std::nullopt;  // checks turned off by a reload meanwhile
+  const config::fail_mode fail = rq.route->revocation_fail.value_or(rv->fail);
+  const auto ex = co_await net::this_coro::executor;
+  // async_check copies the policy before its first suspension; rv is not used after it.
+  const revocation::verdict v = co_await c.rt.revocation_checker->async_check(rq.id->chain, rv->policy, ex);
+  co_return apply_revocation(c, rq, v, fail);
 }
 
 // The certificate outcome of this connection against the route's policy. The chain was
 // verified at the handshake; a kept-alive connection or a resumed session (tickets live for
 // tls.session_timeout) can outlast the certificate, so its validity period is checked again
-// for every request, and so is its revocation status.
-net::awaitable<verdict> authorize(connection& c, request& rq) {
+// for every request, and so is its revocation status (check_revocation; await_revocation when
+// the status must be fetched first).
+verdict authorize(connection& c, request& rq) {
   rq.id = &c.id;
   if (c.id.ok()) {
     const std::int64_t now = unix_now();
@@ -365,11 +405,12 @@ net::awaitable<verdict> authorize(connection& c, request& rq) {
   if (!rq.decision.allow) {
     rq.rec.error = std::string(identity::to_string(rq.decision.reason));
     c.rt.metrics->count_rejection(rq.decision.reason);
-    co_return refusal{reply::forbidden, rq.decision.substatus, rq.keep_after_refusal, rq.version()};
+    return refusal{reply::forbidden, rq.decision.substatus, rq.keep_after_refusal, rq.version()};
   }
-  if (rq.decision.forward_identity && c.rt.cfg->access_log.log_upn) rq.rec.upn = rq.id->upn;
-  if (rq.decision.forward_identity) co_return co_await check_revocation(c, rq);
-  co_return std::nullopt;
+  if (rq.decision.forward_identity && c.rt.cfg->access_log.log_upn && access_logging(c))
+    rq.rec.upn = rq.id->upn;
+  if (rq.decision.forward_identity) return check_revocation(c, rq);
+  return std::nullopt;
 }
 
 // --- map ------------------------------------------------------------------------------------------
@@ -379,10 +420,12 @@ net::awaitable<verdict> authorize(connection& c, request& rq) {
 // account strongly bound to the certificate, enabled, unlocked and unexpired: at every request
 // (the verdict cache makes that a lookup), so a held connection is cut off within cache_ttl.
 // Refused: 403.12 with the verdict's code; no directory: 503, never a pass.
-net::awaitable<verdict> map(connection& c, request& rq) {
-  if (!rq.decision.forward_identity) co_return std::nullopt;
-  rq.account = rq.id->upn;
-  if (!c.rt.directory) co_return std::nullopt;
+void map(request& rq) {
+  if (rq.decision.forward_identity) rq.account = rq.id->upn;
+}
+
+// The directory's verdict (a lookup in its verdict cache on the warm path).
+net::awaitable<verdict> map_directory(connection& c, request& rq) {
   const account_mapping m = co_await map_account(*c.rt.directory, *rq.id);
   auto& rec = rq.rec;
   rec.extra.emplace_back("directory", m.from_cache ? "cache" : "lookup");
@@ -439,8 +482,9 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
     }
     req.erase(bhttp::field::expect);
   }
-  std::string host = rq.target->authority.empty() ? std::string(req[bhttp::field::host])
-                                                  : rq.target->authority;
+  // The authority: the absolute-form target's (check_header made sure the one Host field
+  // names it, in any case), else the one Host field as sent (then it stays as it is).
+  const bool absolute_form = !rq.target->authority.empty();
   // The client's own Authorization passes only where the route says so, and never beside a
   // certificate identity (routing::passes_authorization).
   sanitize_request(req.base(),
@@ -448,13 +492,16 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
                                                              route, rq.decision.forward_identity)});
   // Credentials the client sent itself (read before Kerberos mode adds its own token).
   rq.client_binds = upstream::request_binds_connection(req.base());
+  const std::string_view host = absolute_form ? std::string_view(rq.target->authority)
+                                              : std::string_view(req[bhttp::field::host]);
   add_forwarding_headers(req.base(), forwarding_info{c.client_ip, "https", host});
-  if (!host.empty()) req.set(bhttp::field::host, host);
+  if (absolute_form) req.set(bhttp::field::host, rq.target->authority);
   // Header mode: the account in the configured header. Kerberos mode: the identity travels only
   // as a Negotiate token, made for the backend connection it will be sent on (delegate).
   if (rq.decision.forward_identity && cfg.identity.mode != config::identity_mode::kerberos)
     req.set(cfg.identity.header, rq.account);
-  req.target(rq.target->forward_target());
+  // The normalized target; the start line is rewritten only when it differs (mostly not).
+  if (std::string forward = rq.target->forward_target(); forward != req.target()) req.target(forward);
   req.version(11);
   if (was_chunked) req.chunked(true);
   req.keep_alive(true);
@@ -553,8 +600,9 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
 bool finish(connection& c, request& rq, bool keep) {
   auto& rec = rq.rec;
   rec.total_us = micros(steady::now() - rq.t0);
-  // Copied only now: a held request keeps no copy of the certificate's strings.
-  if (c.id.presented) {
+  // Copied only now (a held request keeps no copy of the certificate's strings) and only for
+  // the access log (metrics do not read them).
+  if (c.id.presented && access_logging(c)) {
     rec.cert_serial = c.id.serial;
     rec.cert_issuer = c.id.issuer;
     rec.cert_sha256 = c.id.sha256;
@@ -571,8 +619,10 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   c.rt.metrics->requests_total.inc();
   verdict v = check_header(c, rq, h);
   if (!v) v = route(c, rq);
-  if (!v) v = co_await authorize(c, rq);
-  if (!v) v = co_await map(c, rq);
+  if (!v) v = authorize(c, rq);
+  if (!v && rq.revocation_pending) v = co_await await_revocation(c, rq);
+  if (!v) map(rq);
+  if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
   if (!v) v = co_await delegate(c, rq);
   if (v) {
     co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);

@@ -108,6 +108,18 @@ class tls_stream {
         std::forward<Token>(token));
   }
 
+  /**
+   * Copies application data OpenSSL has already decrypted into `b`, without waiting and
+   * without a system call: the bytes copied, 0 when none are pending (or on any error, which
+   * the next asynchronous operation then reports).
+   */
+  std::size_t read_pending(boost::asio::mutable_buffer b) noexcept {
+    if (b.size() == 0 || s_->fatal || !s_->sock.is_open() || SSL_pending(s_->ssl) <= 0) return 0;
+    ERR_clear_error();
+    std::size_t n = 0;
+    return SSL_read_ex(s_->ssl, b.data(), b.size(), &n) == 1 ? n : 0;
+  }
+
   template <class MutableBuffers, class Token>
   auto async_read_some(const MutableBuffers& buffers, Token&& token) {
     boost::asio::mutable_buffer b;
