@@ -57,7 +57,7 @@ stopped=1
 for pid in "$cb_pid" "$mock_pid"; do
   # Not our children: a stopped process is gone or, at most, a zombie awaiting its reaper.
   if [[ -r /proc/$pid/stat && $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]]; then
-    fail "PID $pid still runs after docker/lab --stop"
+    fail "PID $pid still runs after docker/lab --stop: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) state $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null); stop said: $(cat "$tmp/stop.out" 2>/dev/null)"
   fi
 done
 [[ ! -e $CBAGATE_LAB_DIR/cbagate.pid && ! -e $CBAGATE_LAB_DIR/mock-exchange.pid ]] || fail "pid files left behind"

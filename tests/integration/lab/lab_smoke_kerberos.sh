@@ -68,7 +68,7 @@ code=$(curl "${common[@]}" "$base/owa/") || fail "curl without a certificate fai
 "$repo/docker/lab" --stop 2>"$tmp/stop.out" || { cat "$tmp/stop.out" >&2; fail "docker/lab --stop failed"; }
 stopped=1
 for pid in "$cb_pid" "$mock_pid" "$kdc_pid" "$slapd_pid"; do
-  if alive "$pid"; then fail "PID $pid still runs after docker/lab --stop"; fi
+  if alive "$pid"; then fail "PID $pid still runs after docker/lab --stop: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null) state $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null); stop said: $(cat "$tmp/stop.out" 2>/dev/null)"; fi
 done
 for f in cbagate.pid mock-exchange.pid kdc/kdc.pid kdc/ldap/slapd.pid; do
   [[ ! -e $CBAGATE_LAB_DIR/$f ]] || fail "$f left behind"
