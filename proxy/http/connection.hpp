@@ -78,4 +78,10 @@ boost::asio::awaitable<void> send_local(connection& c, observability::access_rec
                                         int substatus, bool keep_alive, unsigned version = 11,
                                         std::string_view allow = {});
 
+/** The same for a row built elsewhere (a certificate refusal, identity/refusal.hpp). Every local
+ *  reply carries "request id: <conn_id>-<req_id>", the access-log line's ids (issue 13). */
+boost::asio::awaitable<void> send_local(connection& c, observability::access_record& rec,
+                                        const local_reply_info& info, bool keep_alive,
+                                        unsigned version = 11, std::string_view allow = {});
+
 }  // namespace cbagate::http

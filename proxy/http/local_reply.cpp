@@ -159,6 +159,16 @@ local_reply_info mapping_denied(std::string_view code) noexcept {
   return info_for(reply::forbidden, 12);
 }
 
+local_reply_info info_for_refusal(const identity::refusal& r) noexcept {
+  // The 403.12 trust limits of [auth] keep their own rows (issue 12).
+  if (r.substatus == 12) return mapping_denied(r.code);
+  local_reply_info info = info_for(reply::forbidden, 0);
+  info.substatus = r.substatus;
+  info.code = r.code;
+  info.text = r.text;
+  return info;
+}
+
 reply reply_for(error_source source, const boost::system::error_code& ec) noexcept {
   switch (source) {
     case error_source::downstream: return downstream_reply(ec);
@@ -171,7 +181,8 @@ reply reply_for(error_source source, const boost::system::error_code& ec) noexce
 }
 
 bhttp::response<bhttp::string_body> make_local_reply(const local_reply_info& info,
-                                                     unsigned http_version, bool keep_alive) {
+                                                     unsigned http_version, bool keep_alive,
+                                                     std::string_view request_id) {
   const std::string_view reason = bhttp::obsolete_reason(bhttp::int_to_status(info.status));
 
   std::string body;
@@ -188,6 +199,11 @@ bhttp::response<bhttp::string_body> make_local_reply(const local_reply_info& inf
   body += " (cbagate: ";
   body += info.code;
   body += ")\n";
+  if (!request_id.empty()) {
+    body += "request id: ";
+    body += request_id;
+    body += '\n';
+  }
 
   bhttp::response<bhttp::string_body> res;
   res.version(http_version);

@@ -12,6 +12,8 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/system/error_code.hpp>
 
+#include "identity/refusal.hpp"
+
 namespace cbagate::http {
 
 /** Every answer the proxy gives on its own. */
@@ -80,6 +82,12 @@ local_reply_info info_for(reply r, int substatus = 0) noexcept;
 local_reply_info mapping_denied(std::string_view code) noexcept;
 
 /**
+ * The 403 row of a certificate refusal (identity/refusal.hpp): status 403, the refusal's
+ * substatus, code and text; must_close false, like the other policy answers.
+ */
+local_reply_info info_for_refusal(const identity::refusal& r) noexcept;
+
+/**
  * Classifies an error code seen on `source` (never by message text):
  *  - downstream: proxy.http `too_many_fields` -> header_too_large, `target_too_long` ->
  *    uri_too_long, other proxy.http -> bad_request; Beast `header_limit`/`buffer_overflow` ->
@@ -103,8 +111,11 @@ reply reply_for(error_source source, const boost::system::error_code& ec) noexce
  * For a HEAD request the session writes the header only.
  *
  * @param http_version 10 or 11, the request's version.
+ * @param request_id   when not empty, a second body line "request id: <id>" (the id the
+ *                     access log carries, for the helpdesk); never request input.
  */
 boost::beast::http::response<boost::beast::http::string_body> make_local_reply(
-    const local_reply_info& info, unsigned http_version, bool keep_alive);
+    const local_reply_info& info, unsigned http_version, bool keep_alive,
+    std::string_view request_id = {});
 
 }  // namespace cbagate::http

@@ -21,6 +21,7 @@
 #include "http/relay.hpp"
 #include "http/sanitize.hpp"
 #include "http/tls_stream.hpp"
+#include "identity/refusal.hpp"
 #include "observability/log.hpp"
 #include "routing/authorize.hpp"
 #include "routing/namespace.hpp"
@@ -67,6 +68,7 @@ struct refusal {
   bool keep = false;
   unsigned version = 11;
   std::string allow{};  // 405: the Allow header
+  std::optional<local_reply_info> page{};  // a row of its own (certificate refusals), else r's
 };
 using verdict = std::optional<refusal>;  // nullopt: on to the next phase
 
@@ -335,7 +337,10 @@ verdict apply_revocation(connection& c, request& rq, const revocation::verdict& 
         ->info("conn={} req={} certificate {} serial {} refused: {} ({}{}{})", c.conn_id,
                rec.req_id, id->subject, id->serial, rec.error, revocation::to_string(v.from),
                v.reason.empty() ? "" : ": ", v.reason);
-    return refusal{reply::forbidden, 13, rq.keep_after_refusal, rq.version()};
+    // "revocation status unknown" is never worded "revoked" on the page (issue 13).
+    refusal out{reply::forbidden, 13, rq.keep_after_refusal, rq.version()};
+    if (unknown) out.page = info_for_refusal(identity::revocation_unknown_refusal());
+    return out;
   }
   if (unknown) {
     // Fail open: allowed, and said so (the contract's line; the counter below).
@@ -403,9 +408,23 @@ verdict authorize(connection& c, request& rq) {
   }
   rq.decision = routing::authorize(*rq.route, *rq.id);
   if (!rq.decision.allow) {
-    rq.rec.error = std::string(identity::to_string(rq.decision.reason));
     c.rt.metrics->count_rejection(rq.decision.reason);
-    return refusal{reply::forbidden, rq.decision.substatus, rq.keep_after_refusal, rq.version()};
+    if (rq.id->reason == identity::rejection::none) {  // the route's policy, not the certificate
+      rq.rec.error = std::string(identity::to_string(rq.decision.reason));
+      return refusal{reply::forbidden, rq.decision.substatus, rq.keep_after_refusal, rq.version()};
+    }
+    // One precise code per cause on the page and in the log, the verifier's own words in the
+    // process log (issue 13).
+    const identity::refusal r = identity::refusal_for(*rq.id);
+    rq.rec.error = std::string(r.code);
+    if (rq.id->presented)
+      observability::logger("identity")
+          ->info("conn={} req={} certificate refused: {} subject \"{}\" issuer \"{}\" serial {}: {}",
+                 c.conn_id, rq.rec.req_id, r.code, rq.id->subject, rq.id->issuer, rq.id->serial,
+                 rq.id->detail.empty() ? std::string(r.text) : rq.id->detail);
+    refusal out{reply::forbidden, r.substatus, rq.keep_after_refusal, rq.version()};
+    out.page = info_for_refusal(r);
+    return out;
   }
   if (rq.decision.forward_identity && c.rt.cfg->access_log.log_upn && access_logging(c))
     rq.rec.upn = rq.id->upn;
@@ -625,7 +644,10 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
   if (!v) v = co_await delegate(c, rq);
   if (v) {
-    co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);
+    if (v->page)
+      co_await send_local(c, rq.rec, *v->page, v->keep, v->version, v->allow);
+    else
+      co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);
     co_return finish(c, rq, v->keep);
   }
   // relay (relay.cpp): the backend connection goes back to the pool only after a clean exchange.
@@ -687,11 +709,28 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
     m.handshake_failures.inc();
     if (id.presented && !id.ok()) m.count_rejection(id.reason);
     auto& log = *observability::logger("tls");
-    if (id.presented && !id.ok())
-      log.info("conn={} client={} handshake refused: certificate {} ({}): {}", conn_id, client,
-               identity::to_string(id.reason), id.subject, id.detail);
-    else
+    if (id.presented && !id.ok()) {
+      const identity::refusal r = identity::refusal_for(id);
+      log.info("conn={} client={} handshake refused: {} subject \"{}\" issuer \"{}\" serial {}: {}",
+               conn_id, client, r.code, id.subject, id.issuer, id.serial, id.detail);
+      // tls.client_cert = "require": the refusal is an access-log line too (status 0: no request
+      // was read), so the helpdesk finds the user by certificate (issue 13).
+      if (rt->access_log) {
+        observability::access_record rec;
+        rec.time = std::chrono::system_clock::now();
+        rec.conn_id = conn_id;
+        rec.client = client;
+        rec.sni = std::string(tls::server_context::server_name(stream.native_handle()));
+        rec.error = std::string(r.code);
+        rec.substatus = r.substatus;
+        rec.cert_issuer = id.issuer;
+        rec.cert_serial = id.serial;
+        rec.cert_sha256 = id.sha256;
+        rt->access_log->write(rec);
+      }
+    } else {
       log.debug("conn={} client={} handshake failed: {}", conn_id, client, hec.message());
+    }
     co_return;
   }
   m.handshakes_total.inc();

@@ -250,3 +250,60 @@ TEST_CASE("local_reply: upstream errors map to 5xx") {
   CHECK(reply_for(u, bhttp::error::header_limit) == reply::bad_upstream_response);
   CHECK(reply_for(error_source::internal, boost::asio::error::eof) == reply::internal);
 }
+
+TEST_CASE("local_reply: one precise code per certificate refusal, on the page and the row") {
+  using cbagate::identity::client_identity;
+  using cbagate::identity::rejection;
+  struct expect {
+    rejection reason;
+    bool self_issued;
+    std::string_view code;
+    int substatus;
+    std::string_view words;
+  };
+  const expect cases[] = {
+      {rejection::no_certificate, false, "no_certificate", 7, "required"},
+      {rejection::untrusted, false, "untrusted_issuer", 16, "not issued by a trusted CA"},
+      {rejection::untrusted, true, "self_signed", 16, "self-signed"},
+      {rejection::invalid, false, "invalid_certificate", 16, "invalid"},
+      {rejection::wrong_eku, false, "wrong_eku", 16, "client authentication"},
+      {rejection::expired, false, "expired", 17, "expired"},
+      {rejection::not_yet_valid, false, "not_yet_valid", 17, "not yet valid"},
+      {rejection::revoked, false, "revoked", 13, "revoked"},
+      {rejection::no_upn, false, "no_upn", 16, "no user principal name"},
+      {rejection::multi_upn, false, "multiple_upn", 16, "more than one"},
+      {rejection::bad_upn_encoding, false, "bad_upn", 16, "malformed"},
+  };
+  std::vector<std::string_view> seen;
+  for (const auto& e : cases) {
+    CAPTURE(e.code);
+    client_identity id;
+    id.presented = e.reason != rejection::no_certificate;
+    id.reason = e.reason;
+    id.subject = "CN=Someone";
+    id.issuer = e.self_issued ? "CN=Someone" : "CN=Issuing CA";
+    const auto r = cbagate::identity::refusal_for(id);
+    CHECK(r.code == e.code);
+    CHECK(r.substatus == e.substatus);
+    const auto info = cbagate::http::info_for_refusal(r);
+    CHECK(info.status == 403);
+    CHECK_FALSE(info.must_close);
+    const auto res = make_local_reply(info, 11, true, "7-3");
+    const std::string expected_head = "403." + std::to_string(e.substatus) + " Forbidden: ";
+    CHECK(res.body().rfind(expected_head, 0) == 0);
+    CHECK(res.body().find(e.words) != std::string::npos);
+    CHECK(res.body().find("(cbagate: " + std::string(e.code) + ")\nrequest id: 7-3\n") != std::string::npos);
+    for (const auto& s : seen) CHECK(s != e.code);
+    seen.push_back(e.code);
+  }
+}
+
+TEST_CASE("local_reply: an unknown revocation status is never called revoked") {
+  const auto r = cbagate::identity::revocation_unknown_refusal();
+  CHECK(r.code == "revocation_unknown");
+  CHECK(r.substatus == 13);
+  const auto res = make_local_reply(cbagate::http::info_for_refusal(r), 11, true);
+  CHECK(res.body().find("revocation status unknown") != std::string::npos);
+  CHECK(res.body().find("revoked") == std::string::npos);
+  CHECK(res.body().find("request id") == std::string::npos);  // only when given
+}
