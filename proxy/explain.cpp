@@ -53,6 +53,7 @@ int explain_certificate(const std::string& cert_path, const std::string& config_
   if (cfg) {
     upn_opts.from_san = cfg->auth.upn_from_san;
     upn_opts.from_subject = cfg->auth.upn_from_subject;
+    upn_opts.from_directory = cfg->auth.upn_from_directory;
     upn_opts.max_length = cfg->auth.max_upn_length;
   }
   const identity::ad_facts facts = identity::read_ad_facts(leaf.get());

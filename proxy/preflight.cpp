@@ -40,6 +40,7 @@ preflight_result preflight(const config::snapshot& cfg, std::int64_t now) {
     vo.issuers = issuers;
     vo.upn.from_san = cfg.auth.upn_from_san;
     vo.upn.from_subject = cfg.auth.upn_from_subject;
+    vo.upn.from_directory = cfg.auth.upn_from_directory;
     vo.upn.max_length = cfg.auth.max_upn_length;
     vo.verify_depth = cfg.tls.verify_depth;
     vo.issuing_cas_file = cfg.auth.issuing_cas;  // the trust limits of [auth] (issue 12)

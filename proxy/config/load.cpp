@@ -185,6 +185,12 @@ class loader {
   // Pass 3: what depends on several keys of [directory] (auth.mapping = "directory").
   void check_directory() {
     const directory_section& d = ctx_.snap.directory;
+    if (ctx_.snap.auth.upn_from_directory && ctx_.snap.auth.mapping != mapping_mode::directory) {
+      const auto it = ctx_.seen.find("auth.upn_sources");
+      ctx_.error(it != ctx_.seen.end() ? it->second : position{1, 1}, "auth.upn_sources",
+                 "\"directory\" needs auth.mapping = \"directory\" (the account is located in "
+                 "[directory] by the certificate's strong strings)");
+    }
     if (ctx_.snap.auth.mapping != mapping_mode::directory) return;
     const auto at = [this](std::string_view key) {
       const auto it = ctx_.seen.find(key);

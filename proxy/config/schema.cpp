@@ -18,7 +18,7 @@ constexpr std::int64_t one_day = 86400;
 
 constexpr std::string_view client_cert_modes[] = {"request", "require"};
 constexpr std::string_view tls_versions[] = {"1.2", "1.3"};
-constexpr std::string_view upn_source_names[] = {"san", "subject"};
+constexpr std::string_view upn_source_names[] = {"san", "subject", "directory"};
 constexpr std::string_view identity_modes[] = {"header", "kerberos"};
 constexpr std::string_view upn_mappings[] = {"realm", "enterprise"};
 constexpr std::string_view log_levels[] = {"trace", "debug", "info", "warn",
@@ -40,8 +40,9 @@ void apply_upn_sources(cursor& c) {
   auto& auth = c.snap().auth;
   auth.upn_from_san = false;
   auth.upn_from_subject = false;
+  auth.upn_from_directory = false;
   for (const std::size_t i : c.choice_list()) {
-    (i == 0 ? auth.upn_from_san : auth.upn_from_subject) = true;
+    (i == 0 ? auth.upn_from_san : i == 1 ? auth.upn_from_subject : auth.upn_from_directory) = true;
   }
 }
 
@@ -434,7 +435,10 @@ constexpr schema_row rows[] = {
     {.key = "auth.upn_sources", .kind = value_kind::string_array, .default_text = "[\"san\"]",
      .doc = "Where the UPN may come from: \"san\" = the SAN otherName 1.3.6.1.4.1.311.20.2.3 (as "
             "AD certificate mapping does); \"subject\" = the subject CN when it has the form "
-            "user@domain.",
+            "user@domain; \"directory\" (needs auth.mapping = \"directory\"): a certificate "
+            "without a UPN from the sources before it is located by its strong "
+            "altSecurityIdentities strings, and the account's userPrincipalName is the user. "
+            "Tried in the order san, subject, directory.",
      .min = 1, .choices = upn_source_names,
      .apply = apply_upn_sources},
     {.key = "auth.max_upn_length", .kind = value_kind::integer, .default_text = "256",

@@ -77,6 +77,7 @@ struct tls_section {
 struct auth_section {
   bool upn_from_san = true;               // auth.upn_sources contains "san"
   bool upn_from_subject = false;          // auth.upn_sources contains "subject"
+  bool upn_from_directory = false;        // auth.upn_sources contains "directory" (issue 12)
   std::size_t max_upn_length = 256;
   // Trust limits (issue 12, docs/directory.md).
   std::string issuing_cas;                // absolute path; "" = any issuer below client_ca

@@ -273,7 +273,11 @@ struct service::state {
       const certificate_view view = view_of(id);
       std::vector<account> found;
       ldap_failure failure;
-      if (!client.find_by_upn(view.upn, found, failure)) return unavailable(failure.message);
+      // No UPN in the certificate (auth.upn_sources "directory"): located by its strong strings.
+      const bool found_ok = view.upn.empty()
+                                ? client.find_by_strong_strings(strong_strings(view), found, failure)
+                                : client.find_by_upn(view.upn, found, failure);
+      if (!found_ok) return unavailable(failure.message);
       return decide(view, found, unix_now(), options.lockout_duration);
     }();
     lookup_seconds.observe(std::chrono::duration<double>(clock::now() - t0).count());

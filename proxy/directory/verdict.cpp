@@ -36,11 +36,14 @@ mapping_result deny(verdict v, std::string detail) {
 
 mapping_result decide(const certificate_view& cert, std::span<const account> found,
                       std::int64_t now_unix, std::chrono::seconds lockout_duration) {
-  if (found.empty())
-    return deny(verdict::not_found, "no user account with userPrincipalName " + cert.upn);
+  // Located by the UPN, or (no UPN: auth.upn_sources "directory") by the strong strings.
+  const std::string by = cert.upn.empty()
+                             ? std::string("with one of the certificate's strong altSecurityIdentities")
+                             : "with userPrincipalName " + cert.upn;
+  if (found.empty()) return deny(verdict::not_found, "no user account " + by);
   if (found.size() > 1)
-    return deny(verdict::ambiguous, "more than one user account with userPrincipalName " +
-                                        cert.upn + " (" + found[0].dn + ", " + found[1].dn + ")");
+    return deny(verdict::ambiguous, "more than one user account " + by + " (" + found[0].dn +
+                                        ", " + found[1].dn + ")");
   const account& a = found[0];
   mapping_result r;
   r.dn = a.dn;

@@ -1,5 +1,7 @@
 #include "http/account_mapping.hpp"
 
+#include "identity/ad_certificate.hpp"
+
 namespace cbagate::http {
 
 boost::asio::awaitable<account_mapping> map_account(directory::service& svc,
@@ -19,6 +21,22 @@ boost::asio::awaitable<account_mapping> map_account(directory::service& svc,
     out.refusal = mapping_denied(directory::to_string(out.result.outcome));
   }
   co_return out;
+}
+
+located_user user_of_located_account(const directory::mapping_result& r, bool kerberos,
+                                     std::span<const std::string> upn_suffixes) {
+  located_user u;
+  if (r.upn.empty()) {
+    if (kerberos && !r.sam_account_name.empty()) u.account = r.sam_account_name;
+    else u.refusal = "no_upn";  // header mode names users by UPN only
+    return u;
+  }
+  if (!upn_suffixes.empty() && !identity::upn_suffix_allowed(r.upn, upn_suffixes)) {
+    u.refusal = "upn_suffix_not_allowed";
+    return u;
+  }
+  u.account = r.upn;
+  return u;
 }
 
 std::string account_principal(const directory::mapping_result& r, const std::string& realm) {

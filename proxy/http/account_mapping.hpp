@@ -3,6 +3,7 @@
 // between authorize and delegate, the connection's certificate -> the directory's verdict, and
 // what the session answers when it is not "allowed". The LDAP work is directory::service's.
 #include <optional>
+#include <span>
 #include <string>
 
 #include <boost/asio/awaitable.hpp>
@@ -27,6 +28,17 @@ struct account_mapping {
  */
 boost::asio::awaitable<account_mapping> map_account(directory::service& svc,
                                                     const identity::client_identity& id);
+
+/** Who the backend sees for an account the directory located by the certificate's strong
+ *  strings (a certificate without a UPN, auth.upn_sources "directory"): its userPrincipalName,
+ *  under auth.upn_suffixes like a certificate's UPN; in Kerberos mode an account without one is
+ *  still its sAMAccountName. `refusal` ("no_upn", "upn_suffix_not_allowed") means 403.12. */
+struct located_user {
+  std::string account;
+  const char* refusal = nullptr;
+};
+located_user user_of_located_account(const directory::mapping_result& r, bool kerberos,
+                                     std::span<const std::string> upn_suffixes);
 
 /** The Kerberos principal to impersonate for a mapped account: sAMAccountName@realm (the realm
  *  of the proxy's own principal); "" when the account has no sAMAccountName. */

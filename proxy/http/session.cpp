@@ -406,7 +406,10 @@ verdict authorize(connection& c, request& rq) {
       rq.id = &aged;
     }
   }
-  rq.decision = routing::authorize(*rq.route, *rq.id);
+  // auth.upn_sources "directory": a certificate without a UPN goes on to map_directory, which
+  // locates the account by its strong strings (or refuses).
+  rq.decision = routing::authorize(*rq.route, *rq.id,
+                                   c.rt.cfg->auth.upn_from_directory && c.rt.directory != nullptr);
   if (!rq.decision.allow) {
     c.rt.metrics->count_rejection(rq.decision.reason);
     if (rq.id->reason == identity::rejection::none) {  // the route's policy, not the certificate
@@ -426,7 +429,8 @@ verdict authorize(connection& c, request& rq) {
     out.page = info_for_refusal(r);
     return out;
   }
-  if (rq.decision.forward_identity && c.rt.cfg->access_log.log_upn && access_logging(c))
+  if (rq.decision.forward_identity && c.rt.cfg->access_log.log_upn && access_logging(c) &&
+      !rq.id->upn.empty())
     rq.rec.upn = rq.id->upn;
   if (rq.decision.forward_identity) return check_revocation(c, rq);
   return std::nullopt;
@@ -461,6 +465,24 @@ net::awaitable<verdict> map_directory(connection& c, request& rq) {
   rec.extra.emplace_back("account", m.result.sam_account_name);
   rec.extra.emplace_back("mapping", m.result.via);
   if (c.rt.kerberos) rq.principal = account_principal(m.result, c.rt.kerberos->realm());
+  if (rq.account.empty()) {
+    // Located by its strong strings (auth.upn_sources "directory"): the account's UPN is the
+    // user, under the same suffix limit as a certificate's.
+    const located_user u =
+        user_of_located_account(m.result, c.rt.kerberos != nullptr, c.rt.cfg->auth.upn_suffixes);
+    if (u.refusal != nullptr) {
+      rec.error = u.refusal;
+      observability::logger("directory")
+          ->info("conn={} req={} certificate {} refused: {}: the account {} has userPrincipalName "
+                 "\"{}\"", c.conn_id, rec.req_id, rq.id->subject, u.refusal, m.result.dn,
+                 m.result.upn);
+      co_return refusal{reply::forbidden, 12, rq.keep_after_refusal, rq.version()};
+    }
+    rq.account = u.account;
+    if (c.rt.cfg->access_log.log_upn && access_logging(c) && !m.result.upn.empty())
+      rec.upn = m.result.upn;
+    rec.extra.emplace_back("upn_from", "directory");
+  }
   co_return std::nullopt;
 }
 

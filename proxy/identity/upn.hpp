@@ -15,6 +15,10 @@ namespace cbagate::identity {
 struct upn_options {
   bool from_san = true;          ///< SAN otherName 1.3.6.1.4.1.311.20.2.3 (szOID_NT_PRINCIPAL_NAME)
   bool from_subject = false;     ///< the Subject's single CN, when it has the form local@domain
+  /** No UPN from the sources above is not a refusal: the directory locates the account by the
+   *  certificate's strong strings (auth.upn_sources "directory"; extract_upn ignores it, the
+   *  verifier accepts such a chain with an empty UPN and routing asks the directory). */
+  bool from_directory = false;
   std::size_t max_length = 256;  ///< in bytes of UTF-8
 };
 

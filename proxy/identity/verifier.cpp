@@ -538,8 +538,11 @@ client_identity verifier::verify(X509* leaf, STACK_OF(X509) * untrusted_chain,
     }
   }
   upn_result upn = extract_upn(leaf, upn_);
-  if (!upn.ok()) return finish(upn.reason, std::move(upn.detail));
-  if (!upn_suffixes_.empty() && !upn_suffix_allowed(upn.upn, upn_suffixes_))
+  // No UPN at all may still be a user: the directory finds the account by the certificate's
+  // strong strings (auth.upn_sources "directory"). A bad or doubled UPN never falls back.
+  const bool upn_by_directory = upn.reason == rejection::no_upn && upn_.from_directory;
+  if (!upn.ok() && !upn_by_directory) return finish(upn.reason, std::move(upn.detail));
+  if (!upn_by_directory && !upn_suffixes_.empty() && !upn_suffix_allowed(upn.upn, upn_suffixes_))
     return finish(rejection::upn_suffix_not_allowed,
                   "UPN domain " + upn.upn.substr(upn.upn.rfind('@') + 1) +
                       " is not one of auth.upn_suffixes");

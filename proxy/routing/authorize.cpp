@@ -6,9 +6,9 @@ namespace {
 using identity::rejection;
 
 // The reason that counts, whatever produced `id`: an identity is only as good as all its parts.
-rejection effective_reason(const identity::client_identity& id) noexcept {
+rejection effective_reason(const identity::client_identity& id, bool upn_by_directory) noexcept {
   if (!id.presented) return rejection::no_certificate;
-  if (id.reason == rejection::none && id.upn.empty()) return rejection::no_upn;
+  if (id.reason == rejection::none && id.upn.empty() && !upn_by_directory) return rejection::no_upn;
   return id.reason;
 }
 
@@ -22,8 +22,9 @@ decision deny(rejection reason) noexcept {
 
 }  // namespace
 
-decision authorize(const config::route& route, const identity::client_identity& id) noexcept {
-  const rejection reason = effective_reason(id);
+decision authorize(const config::route& route, const identity::client_identity& id,
+                   bool upn_by_directory) noexcept {
+  const rejection reason = effective_reason(id, upn_by_directory);
   switch (route.client_cert) {
     case config::route_cert_policy::none:
       return allow(false);

@@ -23,9 +23,12 @@ struct decision {
  *              certificate is never treated as anonymous).
  *  - none:     allow, never forward an identity (even a valid one).
  * An inconsistent identity is read in the safe direction: not `presented` counts as
- * no_certificate whatever its reason, and "ok" without a UPN counts as no_upn.
+ * no_certificate whatever its reason, and "ok" without a UPN counts as no_upn, unless
+ * `upn_by_directory` (auth.upn_sources "directory": the map phase then has the directory locate
+ * the account by the certificate's strong strings, and refuses when it cannot).
  * Pure and thread-safe.
  */
-decision authorize(const config::route& route, const identity::client_identity& id) noexcept;
+decision authorize(const config::route& route, const identity::client_identity& id,
+                   bool upn_by_directory = false) noexcept;
 
 }  // namespace cbagate::routing

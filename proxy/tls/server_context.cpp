@@ -486,6 +486,7 @@ std::unique_ptr<server_context> server_context::make(
   material += self->require_cert_ ? "require" : "request";
   material += cfg.auth.upn_from_san ? "+san" : "";
   material += cfg.auth.upn_from_subject ? "+subject" : "";
+  material += cfg.auth.upn_from_directory ? "+directory" : "";  // an empty UPN means "ask"
   // Tickets outlive reloads (the ticket keys are process-wide, or shared by instances): every
   // setting that decides an identity is part of the context, so a ticket decided under another
   // policy never resumes. Revocation is not: it is checked again at every request.

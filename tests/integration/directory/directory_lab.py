@@ -143,8 +143,9 @@ class DirectoryLab:
         self.root_der = run_bytes(["openssl", "x509", "-in", root, "-outform", "DER"])
 
     def issue(self, name, upn, serial=None, cert_sid=None, issuer="issuing"):
-        """A client certificate for `upn` (openssl CLI); returns its altSecurityIdentities
-        strings. `cert_sid` names whose SID the SID extension carries (self.sids)."""
+        """A client certificate for `upn` (openssl CLI; None = no UPN at all, only an e-mail
+        SAN); returns its altSecurityIdentities strings. `cert_sid` names whose SID the SID
+        extension carries (self.sids)."""
         pki = self.pki
         ca, key = os.path.join(pki, "ca", "issuing.pem"), os.path.join(pki, "ca", "issuing.key")
         root, root_key = os.path.join(pki, "ca", "root.pem"), os.path.join(pki, "ca", "root.key")
@@ -161,7 +162,8 @@ class DirectoryLab:
         ]
         if cert_sid:
             ext.append("1.3.6.1.4.1.311.25.2 = ASN1:SEQUENCE:sid_gns")
-        ext += ["[alt]", f"otherName.1 = 1.3.6.1.4.1.311.20.2.3;UTF8:{upn}"]
+        ext += ["[alt]", f"otherName.1 = 1.3.6.1.4.1.311.20.2.3;UTF8:{upn}" if upn
+                else f"email.1 = {name}@devices.lab.test"]
         if cert_sid:
             ext += ["[sid_gns]", "gn = IMPLICIT:0C,SEQUENCE:sid_on", "[sid_on]",
                     "type_id = OID:1.3.6.1.4.1.311.25.2.1",
@@ -195,7 +197,7 @@ class DirectoryLab:
             "objectClass: inetOrgPerson", "objectClass: cbagateTestUser",
             f"cn: {e['name']}", f"sn: {e['name']}",
             f"sAMAccountName: {e['name']}", "sAMAccountType: 805306368",
-            f"userPrincipalName: {e['upn']}",
+        ] + ([f"userPrincipalName: {e['upn']}"] if e["upn"] else []) + [
             "objectSid:: " + base64.b64encode(sid_bytes(e["sid"])).decode(),
             f"userAccountControl: {e['uac']}",
             f"accountExpires: {e['expires']}",

@@ -21,7 +21,12 @@ def directory_sections(tmp, uris, **extra):
 
 class DirectoryCase(ProxyTestCase):
     DIRECTORY = {}
+    AUTH = {}
     URIS = None
+
+    @classmethod
+    def extra_accounts(cls, lab):
+        """More certificates and accounts for one class (lab.issue, lab.add_account)."""
 
     @classmethod
     def setUpClass(cls):
@@ -30,9 +35,11 @@ class DirectoryCase(ProxyTestCase):
             raise unittest.SkipTest("CBAGATE_BIN, MOCK_EXCHANGE_BIN and CBAGATE_TEST_PKI must be set")
         cls.labdir = tempfile.mkdtemp(prefix="cbagate-dirlab-")
         cls.lab = DirectoryLab(cls.labdir, PKI)
+        cls.extra_accounts(cls.lab)
         cls.ldap = Slapd(cls.labdir, "slapd", [cls.lab.users_ldif()])
         uris = cls.URIS(cls) if cls.URIS else [cls.ldap.uri]
         cls.PROXY_SECTIONS = directory_sections(cls.labdir, uris, **cls.DIRECTORY)
+        cls.PROXY_SECTIONS["auth"].update(cls.AUTH)
         try:
             super().setUpClass()
         except BaseException:
@@ -96,6 +103,75 @@ class Verdicts(DirectoryCase):
         self.assertNotIn(r.status, (403, 503), r)
         self.assertEqual(len(self.backend_saw(marker)), 1)
         self.assertIsNone(self.proxy_logged(marker).get("extra", {}).get("directory"))
+
+
+class UpnFromDirectory(DirectoryCase):
+    """auth.upn_sources = ["san", "directory"]: a certificate without a UPN (a device
+    certificate) is located by its strong altSecurityIdentities strings; the account's
+    userPrincipalName is the user the backend sees."""
+    AUTH = {"upn_sources": ["san", "directory"]}
+
+    @classmethod
+    def extra_accounts(cls, lab):
+        nora = lab.issue("nora", None)       # strongly mapped by thumbprint, UPN in AD only
+        lab.issue("ghost", None)             # no account holds its strings
+        weak = lab.issue("wendy", None)      # only a weak mapping
+        nameless = lab.issue("nameless", None)  # strongly mapped, the account has no UPN
+        lab.add_account("nora", "nora@lab.test", alt=[nora["sha1"]])
+        lab.add_account("wendy", "wendy@lab.test", alt=[weak["weak"]])
+        lab.add_account("nameless", None, alt=[nameless["ski"]])
+
+    def test_certificate_without_upn_is_the_account_that_holds_its_strong_string(self):
+        marker = self.mark()
+        r = request(self.proxy, "GET", f"/owa/?{marker}", cert=self.cert("nora"))
+        self.assertEqual(r.status, 200, r)
+        seen = self.backend_saw(marker)
+        self.assertEqual(len(seen), 1)
+        self.assertEqual(seen[0]["identity"], "nora@lab.test")
+        rec = self.proxy_logged(marker)
+        self.assertEqual(rec.get("upn"), "nora@lab.test")
+        self.assertEqual(rec["extra"].get("upn_from"), "directory")
+        self.assertEqual(rec["extra"].get("account"), "nora")
+
+    def test_a_certificate_with_a_upn_is_still_located_by_it(self):
+        marker = self.mark()
+        r = request(self.proxy, "GET", f"/owa/?{marker}", cert=self.cert("alice"))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.backend_saw(marker)[0]["identity"], "alice@lab.test")
+        self.assertIsNone(self.proxy_logged(marker)["extra"].get("upn_from"))
+
+    def test_refusals(self):
+        # ghost: no account; wendy: a weak string never locates; nameless: header mode needs a UPN.
+        for name, code in (("ghost", "not_found"), ("wendy", "not_found"), ("nameless", "no_upn")):
+            with self.subTest(name=name):
+                marker = self.mark()
+                r = request(self.proxy, "GET", f"/owa/?{marker}", cert=self.cert(name))
+                self.assertEqual(r.status, 403, r)
+                self.assertTrue(r.body.startswith(b"403.12 Forbidden"), r.body)
+                rec = self.proxy_logged(marker)
+                self.assertEqual(rec.get("error"), code)
+                self.assertIsNone(rec.get("upn"))
+                self.assertNotForwarded(marker)
+
+
+class WithoutDirectorySource(DirectoryCase):
+    """The default sources: a certificate without a UPN is refused before any lookup."""
+
+    @classmethod
+    def extra_accounts(cls, lab):
+        nora = lab.issue("nora", None)
+        lab.add_account("nora", "nora@lab.test", alt=[nora["sha1"]])
+
+    def test_no_upn_is_403_16_without_asking_the_directory(self):
+        before = metric(self.proxy.admin, 'cbagate_directory_lookups_total{verdict="allowed"}') or 0
+        marker = self.mark()
+        r = request(self.proxy, "GET", f"/owa/?{marker}", cert=self.cert("nora"))
+        self.assertEqual(r.status, 403, r)
+        self.assertEqual(self.proxy_logged(marker).get("error"), "no_upn")
+        self.assertEqual(self.proxy_logged(marker).get("substatus"), 16)
+        self.assertEqual(metric(self.proxy.admin, 'cbagate_directory_lookups_total{verdict="allowed"}') or 0,
+                         before)
+        self.assertNotForwarded(marker)
 
 
 class Failover(DirectoryCase):

@@ -149,6 +149,19 @@ TEST_CASE("config: [directory] in directory mode") {
                         dir);
     CHECK(errors_of(r).find("needs a keytab") != std::string::npos);
   }
+  SUBCASE("upn_sources \"directory\" needs auth.mapping = \"directory\"") {
+    const auto r = load(minimal + "\n[auth]\nupn_sources = [\"san\", \"directory\"]\n", dir);
+    CHECK(errors_of(r).find("auth.upn_sources: \"directory\" needs auth.mapping = \"directory\"") !=
+          std::string::npos);
+    const auto ok = load(with_directory("uris = [\"ldap://dc1.lab.test\"]\nbase_dn = \"DC=lab\"\n"
+                                        "keytab = \"server.key\"\n",
+                                        "upn_sources = [\"san\", \"directory\"]\n"),
+                         dir);
+    REQUIRE_MESSAGE(ok.ok(), errors_of(ok));
+    CHECK(ok.value->auth.upn_from_san);
+    CHECK_FALSE(ok.value->auth.upn_from_subject);
+    CHECK(ok.value->auth.upn_from_directory);
+  }
   SUBCASE("upn mode ignores an incomplete [directory]") {
     const auto r = load(minimal + "\n[directory]\nbind = \"simple\"\n", dir);
     CHECK_MESSAGE(r.ok(), errors_of(r));

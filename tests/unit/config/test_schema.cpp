@@ -277,7 +277,7 @@ TEST_CASE("schema: constraint_text states ranges, choices and the free text") {
   CHECK(constraint_text(*find_row("server.threads")) == "0..1024");
   CHECK(constraint_text(*find_row("identity.mode")) == "one of \"header\", \"kerberos\"");
   CHECK(constraint_text(*find_row("auth.upn_sources")) ==
-        "at least 1, no duplicates; each one of \"san\", \"subject\"");
+        "at least 1, no duplicates; each one of \"san\", \"subject\", \"directory\"");
   CHECK(constraint_text(*find_row("timeouts.idle")) == "> 0, at most 86400");
   CHECK(constraint_text(*find_row("route.response_timeout")) == "0..86400");
 }
