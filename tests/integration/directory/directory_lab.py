@@ -3,28 +3,23 @@
 - DirectoryLab: client certificates issued by the dev PKI's issuing CA (openssl CLI) for every
   verdict, and the users.ldif of their accounts. The altSecurityIdentities strings are computed
   here from the openssl CLI's output, independently of cbagate's C++ code.
-- Slapd: OpenLDAP slapd on 127.0.0.1 at a port chosen at run time, with the AD attribute types
-  of tests/support/directory/ad-schema.ldif; optional StartTLS and SASL GSSAPI. Stopped by PID.
+- Slapd (tests/support/directory/slapd.py): OpenLDAP slapd on 127.0.0.1 at a port chosen at run
+  time, with the AD attribute types of tests/support/directory/ad-schema.ldif; optional StartTLS
+  and SASL GSSAPI. Stopped by PID.
 """
 import base64
 import os
-import shutil
-import signal
-import socket
 import subprocess
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-SCHEMA = os.path.join(REPO, "tests", "support", "directory", "ad-schema.ldif")
-BASE_DN = "DC=lab,DC=test"
-SVC_DN = "CN=svc-cbagate,CN=Users,DC=lab,DC=test"
-SVC_PW = "svc-lab-password"
-ROOT_DN = "cn=admin,DC=lab,DC=test"
-ROOT_PW = "admin-lab-password"
+sys.path.insert(0, os.path.join(REPO, "tests", "support", "directory"))
+from slapd import (BASE_DN, SVC_DN, SVC_PW, ROOT_DN, ROOT_PW, Slapd,  # noqa: E402,F401
+                   free_port, password_file)
 SID_PREFIX = "S-1-5-21-1004336348-1177238915-682003330-"
 NEVER = 9223372036854775807
-SBIN = "/usr/sbin"
 
 
 def run(args, **kw):
@@ -226,157 +221,3 @@ class DirectoryLab:
 
 def run_bytes(args):
     return subprocess.run(args, check=True, capture_output=True).stdout
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Slapd:
-    """slapd on 127.0.0.1; everything under `workdir`/<name>. stop() ends only our PID."""
-
-    def __init__(self, workdir, name, ldif_texts, tls=None, sasl=None, env=None):
-        self.dir = os.path.join(workdir, name)
-        os.makedirs(os.path.join(self.dir, "slapd.d"))
-        os.makedirs(os.path.join(self.dir, "db"))
-        self.pid = None
-        cfg = ["dn: cn=config", "objectClass: olcGlobal", "cn: config",
-               f"olcPidFile: {self.dir}/slapd.pid", "olcLogLevel: none"]
-        if tls:
-            cfg += [f"olcTLSCertificateFile: {tls['cert']}", f"olcTLSCertificateKeyFile: {tls['key']}",
-                    f"olcTLSCACertificateFile: {tls['ca']}"]
-        if sasl:
-            cfg += [f"olcSaslHost: {sasl['host']}", f"olcAuthzRegexp: {sasl['map']}"]
-        cfg = "\n".join(cfg) + "\n\n" + f"""dn: cn=module{{0}},cn=config
-objectClass: olcModuleList
-cn: module{{0}}
-olcModulePath: /usr/lib/ldap
-olcModuleLoad: back_mdb
-
-dn: cn=schema,cn=config
-objectClass: olcSchemaConfig
-cn: schema
-
-include: file:///etc/ldap/schema/core.ldif
-
-include: file:///etc/ldap/schema/cosine.ldif
-
-include: file:///etc/ldap/schema/inetorgperson.ldif
-
-include: file://{SCHEMA}
-
-dn: olcDatabase={{-1}}frontend,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcFrontendConfig
-olcDatabase: {{-1}}frontend
-
-dn: olcDatabase={{0}}config,cn=config
-objectClass: olcDatabaseConfig
-olcDatabase: {{0}}config
-olcAccess: {{0}}to * by * none
-
-dn: olcDatabase={{1}}mdb,cn=config
-objectClass: olcDatabaseConfig
-objectClass: olcMdbConfig
-olcDatabase: {{1}}mdb
-olcSuffix: {BASE_DN}
-olcRootDN: {ROOT_DN}
-olcRootPW: {ROOT_PW}
-olcDbDirectory: {self.dir}/db
-olcDbMaxSize: 67108864
-olcDbIndex: objectClass eq
-olcDbIndex: userPrincipalName eq
-olcDbIndex: altSecurityIdentities eq
-olcAccess: {{0}}to attrs=userPassword by anonymous auth by * none
-olcAccess: {{1}}to dn.base="" by * read
-olcAccess: {{2}}to * by users read by * none
-"""
-        with open(os.path.join(self.dir, "config.ldif"), "w") as f:
-            f.write(cfg)
-        run([f"{SBIN}/slapadd", "-n0", "-F", f"{self.dir}/slapd.d", "-l", f"{self.dir}/config.ldif"])
-        base = f"""dn: {BASE_DN}
-objectClass: domain
-dc: lab
-
-dn: CN=Users,{BASE_DN}
-objectClass: organizationalRole
-cn: Users
-
-dn: {SVC_DN}
-objectClass: inetOrgPerson
-cn: svc-cbagate
-sn: svc-cbagate
-userPassword: {SVC_PW}
-
-"""
-        with open(os.path.join(self.dir, "data.ldif"), "w") as f:
-            f.write(base + "".join(ldif_texts))
-        run([f"{SBIN}/slapadd", "-q", "-n1", "-F", f"{self.dir}/slapd.d", "-l", f"{self.dir}/data.ldif"])
-        self.env = dict(os.environ, **(env or {}))
-        for attempt in range(5):
-            self.port = free_port()
-            self.uri = f"ldap://127.0.0.1:{self.port}"
-            r = subprocess.run([f"{SBIN}/slapd", "-h", self.uri + "/", "-F", f"{self.dir}/slapd.d"],
-                               capture_output=True, text=True, env=self.env)
-            if r.returncode == 0:
-                break
-            if attempt == 4:
-                raise AssertionError(f"slapd did not start: {r.stderr}")
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with open(os.path.join(self.dir, "slapd.pid")) as f:
-                    self.pid = int(f.read().strip())
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    break
-            except (OSError, ValueError):
-                if time.monotonic() > deadline:
-                    raise AssertionError("slapd did not come up")
-                time.sleep(0.02)
-
-    def pause(self):
-        os.kill(self.pid, signal.SIGSTOP)
-
-    def resume(self):
-        os.kill(self.pid, signal.SIGCONT)
-
-    def modify(self, ldif):
-        subprocess.run(["ldapmodify", "-x", "-H", self.uri, "-D", ROOT_DN, "-w", ROOT_PW],
-                       input=ldif, check=True, capture_output=True, text=True)
-
-    def stop(self):
-        if self.pid is None:
-            return
-        try:
-            os.kill(self.pid, signal.SIGCONT)
-            os.kill(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            self.pid = None
-            return
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                break
-            # A stopped daemon is reaped by PID 1; a zombie still answers kill(0).
-            try:
-                with open(f"/proc/{self.pid}/stat") as f:
-                    if f.read().split(") ", 1)[1].startswith("Z"):
-                        break
-            except (FileNotFoundError, IndexError):
-                break
-            time.sleep(0.02)
-        else:
-            os.kill(self.pid, signal.SIGKILL)
-        self.pid = None
-
-
-def password_file(workdir):
-    path = os.path.join(workdir, "directory-password")
-    with open(path, "w") as f:
-        f.write(SVC_PW + "\n")
-    os.chmod(path, 0o600)
-    return path
