@@ -84,6 +84,24 @@ revocation::policy revocation_policy(const config::snapshot& cfg) {
   return p;
 }
 
+// tls.ocsp_stapling = "auto" (issue 16): one refresh per server certificate with an OCSP URL,
+// on the revocation fetch thread; each good response goes into the context's staple.
+std::vector<std::unique_ptr<revocation::staple_feed>> start_stapling(
+    revocation::checker& checker, const tls::server_context& ctx) {
+  std::vector<std::string> skipped;
+  std::vector<std::unique_ptr<revocation::staple_feed>> feeds;
+  for (auto& src : ctx.staple_sources(skipped)) {
+    const std::size_t index = src.index;
+    feeds.push_back(checker.keep_stapled(
+        {std::move(src.leaf_der), std::move(src.issuer_der), std::move(src.ocsp_url),
+         std::move(src.name)},
+        [&ctx, index](std::shared_ptr<const std::string> der) { ctx.set_staple(index, std::move(der)); }));
+  }
+  for (const std::string& s : skipped)
+    observability::logger("main")->info("ocsp stapling: {}: served without a staple", s);
+  return feeds;
+}
+
 // Builds the runtime of one snapshot: verifier, TLS contexts, routes, upstream TLS, CRL files.
 // Every failure is a precise message; nothing is bound yet.
 std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config::snapshot> cfg,
@@ -140,6 +158,8 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   rt->revocation_now = live;
   rt->tls = tls::server_context::make(*cfg, rt->verifier, error, std::move(ticket_keys));
   if (!rt->tls) return nullptr;
+  if (checker != nullptr && cfg->tls.stapling == config::ocsp_stapling::auto_fetch)
+    rt->staples = start_stapling(*checker, *rt->tls);
   if (checker != nullptr && live != nullptr) {
     // tls.client_cert = "require": a certificate already known to be revoked fails the
     // handshake; only what the caches answer without waiting (try_check).
@@ -246,7 +266,7 @@ file_stamp stamp_of(const std::string& path) {
 // The [tls] files of a snapshot: certificates, keys, client CAs, intermediates, CRLs, SNI.
 std::vector<file_stamp> stamp_files(const config::snapshot& cfg) {
   std::vector<std::string> paths = {cfg.tls.certificate, cfg.tls.private_key, cfg.tls.client_ca,
-                                    cfg.tls.client_intermediates};
+                                    cfg.tls.client_intermediates, cfg.tls.ocsp_response};
   paths.insert(paths.end(), cfg.tls.crl.begin(), cfg.tls.crl.end());
   paths.push_back(cfg.tls.ticket_keys);  // rotation by replacing the file
   for (const auto& sni : cfg.tls.sni) {

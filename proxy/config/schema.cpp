@@ -18,6 +18,7 @@ constexpr std::int64_t one_day = 86400;
 
 constexpr std::string_view client_cert_modes[] = {"request", "require"};
 constexpr std::string_view tls_versions[] = {"1.2", "1.3"};
+constexpr std::string_view ocsp_stapling_modes[] = {"auto", "file", "off"};
 constexpr std::string_view upn_source_names[] = {"san", "subject", "directory"};
 constexpr std::string_view identity_modes[] = {"header", "kerberos"};
 constexpr std::string_view upn_mappings[] = {"realm", "enterprise"};
@@ -290,14 +291,43 @@ constexpr schema_row rows[] = {
      .doc = "Lowest TLS version accepted.",
      .choices = tls_versions,
      .apply = [](cursor& c) { c.snap().tls.min_version = c.string(); }},
-    {.key = "tls.ciphers", .kind = value_kind::string, .default_text = "\"\"",
+    {.key = "tls.ciphers", .kind = value_kind::string,
+     .default_text = "\"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305\"",
      .constraint = "OpenSSL cipher-list syntax",
-     .doc = "TLS 1.2 cipher list; \"\" = OpenSSL's default.",
+     .doc = "TLS 1.2 cipher list. The default is Mozilla's \"intermediate\" profile without "
+            "DHE: ECDHE key exchange with AEAD ciphers only (no CBC: no LUCKY13, no padding "
+            "oracle); \"\" = OpenSSL's default, which adds CBC and RSA key exchange.",
      .apply = [](cursor& c) { c.snap().tls.ciphers = c.string(); }},
-    {.key = "tls.ciphersuites", .kind = value_kind::string, .default_text = "\"\"",
+    {.key = "tls.ciphersuites", .kind = value_kind::string,
+     .default_text = "\"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256\"",
      .constraint = "OpenSSL ciphersuites syntax",
      .doc = "TLS 1.3 cipher suites; \"\" = OpenSSL's default.",
      .apply = [](cursor& c) { c.snap().tls.ciphersuites = c.string(); }},
+    {.key = "tls.groups", .kind = value_kind::string, .default_text = "\"X25519:P-256:P-384\"",
+     .constraint = "OpenSSL groups-list syntax",
+     .doc = "Key-exchange groups (elliptic curves) for ECDHE, in preference order; "
+            "\"\" = OpenSSL's default (which adds P-521 and finite-field groups).",
+     .apply = [](cursor& c) { c.snap().tls.groups = c.string(); }},
+    {.key = "tls.ocsp_response", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a readable file; required with ocsp_stapling = \"file\"",
+     .doc = "With tls.ocsp_stapling = \"file\": the DER OCSP response for tls.certificate "
+            "to staple, kept fresh by someone else (re-read on reload).",
+     .apply = [](cursor& c) { c.snap().tls.ocsp_response = c.input_file(); }},
+    {.key = "tls.ocsp_stapling", .kind = value_kind::string, .default_text = "\"auto\"",
+     .doc = "OCSP stapling of the server certificates (RFC 6066 status_request): \"auto\" = "
+            "fetched from the responder in each certificate's AIA on the revocation fetch "
+            "thread, refreshed before its nextUpdate, the last good response kept while the "
+            "responder is down (a certificate without an OCSP URL is served without one); "
+            "\"file\" = tls.ocsp_response for tls.certificate; \"off\" = none.",
+     .choices = ocsp_stapling_modes,
+     .apply = [](cursor& c) {
+       c.snap().tls.stapling =
+           pick(c, {ocsp_stapling::auto_fetch, ocsp_stapling::file, ocsp_stapling::off});
+       if (c.snap().tls.stapling == ocsp_stapling::file && c.snap().tls.ocsp_response.empty())
+         c.error("\"file\" needs tls.ocsp_response (the DER OCSP response to staple)");
+     }},
     {.key = "tls.session_tickets", .kind = value_kind::boolean, .default_text = "true",
      .doc = "Issue session tickets so clients can resume sessions without a full handshake.",
      .apply = [](cursor& c) { c.snap().tls.session_tickets = c.boolean(); }},
@@ -812,6 +842,17 @@ constexpr schema_row rows[] = {
             "connection that carried NTLM or Negotiate becomes private to that one client "
             "connection (README: publishing the whole namespace).",
      .apply = apply_pass_authorization},
+    {.key = "route.hsts", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or \"max-age=SECONDS\" [\"; includeSubDomains\"] [\"; preload\"]",
+     .doc = "Strict-Transport-Security header added to every response of this route "
+            "(replacing the backend's), e.g. \"max-age=31536000\"; \"\" = none added, "
+            "the backend's passes. Off by default: once a browser has seen it, the host is "
+            "HTTPS-only for max-age seconds.",
+     .apply = [](cursor& c) {
+       std::string why;
+       if (!c.string().empty() && !is_valid_hsts(c.string(), why)) c.error(why);
+       c.snap().routes[c.index()].hsts = c.string();
+     }},
 };
 
 void write_wrapped(std::ostream& out, std::string_view text, std::string_view indent,

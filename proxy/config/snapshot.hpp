@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "config/cidr.hpp"
@@ -54,6 +55,21 @@ struct server_section {
   bool operator==(const server_section&) const = default;
 };
 
+/** The TLS 1.2 cipher list of Mozilla's "intermediate" profile without DHE: ECDHE key
+ *  exchange and AEAD ciphers only (no CBC, so no LUCKY13 and no padding oracles). */
+inline constexpr std::string_view default_tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+/** The TLS 1.3 suites (all three of RFC 8446 that OpenSSL enables). */
+inline constexpr std::string_view default_tls13_suites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+/** Key-exchange groups, in preference order. */
+inline constexpr std::string_view default_tls_groups = "X25519:P-256:P-384";
+
+/** tls.ocsp_stapling. */
+enum class ocsp_stapling { auto_fetch, file, off };
+
 struct tls_section {
   std::string certificate;                // absolute paths from here on
   std::string private_key;
@@ -62,8 +78,12 @@ struct tls_section {
   std::vector<std::string> crl;
   client_cert_mode client_cert = client_cert_mode::request;
   std::string min_version = "1.2";        // "1.2" or "1.3"
-  std::string ciphers;                    // TLS 1.2 cipher list, "" = OpenSSL default
-  std::string ciphersuites;               // TLS 1.3 suites, "" = OpenSSL default
+  // Mozilla's "intermediate" profile (issue 16): TLS 1.2 with ECDHE and AEAD only, TLS 1.3.
+  std::string ciphers = std::string(default_tls12_ciphers);     // "" = OpenSSL default
+  std::string ciphersuites = std::string(default_tls13_suites); // "" = OpenSSL default
+  std::string groups = std::string(default_tls_groups);         // "" = OpenSSL default
+  ocsp_stapling stapling = ocsp_stapling::auto_fetch;
+  std::string ocsp_response;              // stapling == file: the DER OCSPResponse to staple
   bool session_tickets = true;
   seconds_f session_timeout{7200};
   std::string ticket_keys;                // shared key file, "" = per process
@@ -220,6 +240,7 @@ struct route {
   // Whether the client's Authorization reaches the backend (when no certificate identity is
   // forwarded). Absent = true on "none"/"optional" routes, false on "require" routes.
   std::optional<bool> pass_authorization{};
+  std::string hsts{};                     // Strict-Transport-Security value, "" = none added
 
   bool operator==(const route&) const = default;
 };

@@ -97,6 +97,46 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
+bool is_valid_hsts(std::string_view value, std::string& why) {
+  auto trim = [](std::string_view t) {
+    while (!t.empty() && t.front() == ' ') t.remove_prefix(1);
+    while (!t.empty() && t.back() == ' ') t.remove_suffix(1);
+    return t;
+  };
+  bool max_age = false;
+  bool subdomains = false;
+  bool preload = false;
+  std::size_t index = 0;
+  while (true) {
+    const std::size_t semi = value.find(';');
+    const std::string_view part = trim(value.substr(0, semi));
+    if (index == 0) {
+      constexpr std::string_view prefix = "max-age=";
+      const std::string_view digits =
+          part.size() > prefix.size() ? part.substr(prefix.size()) : std::string_view();
+      if (!iequals(part.substr(0, std::min(part.size(), prefix.size())), prefix) ||
+          digits.empty() || digits.size() > 10 ||
+          !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+        why = "must start with max-age=SECONDS (RFC 6797), e.g. \"max-age=31536000\"";
+        return false;
+      }
+      max_age = true;
+    } else if (iequals(part, "includeSubDomains") && !subdomains) {
+      subdomains = true;
+    } else if (iequals(part, "preload") && !preload) {
+      preload = true;
+    } else {
+      why = "unexpected directive \"" + std::string(part) +
+            "\" (after max-age only includeSubDomains and preload, each once)";
+      return false;
+    }
+    ++index;
+    if (semi == std::string_view::npos) break;
+    value.remove_prefix(semi + 1);
+  }
+  return max_age;
+}
+
 bool is_valid_host_name(std::string_view name, std::string& why) {
   if (!name.empty() && name.front() == '[' && name.back() == ']') {
     if (!boost::urls::parse_ipv6_address(name.substr(1, name.size() - 2))) {

@@ -81,6 +81,13 @@ bool is_valid_upn_suffix(std::string_view suffix, std::string& why);
  *  characters without leading or trailing space. */
 bool is_valid_template(std::string_view name, std::string& why);
 
+/**
+ * A Strict-Transport-Security value (RFC 6797 6.1) as route.hsts accepts it: "max-age=N"
+ * (N decimal, at most 10 digits), then optionally "; includeSubDomains" and "; preload" (each
+ * once, any letter case, spaces around ';' allowed). Nothing else.
+ */
+bool is_valid_hsts(std::string_view value, std::string& why);
+
 /** ASCII case-insensitive equality. */
 bool iequals(std::string_view a, std::string_view b) noexcept;
 

@@ -435,7 +435,7 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   const bool upstream_keep_alive = res.keep_alive();
   // Before sanitizing: WWW-Authenticate and Persistent-Auth as the backend sent them (issue 10).
   out.upstream_bound = upstream::response_binds_connection(res);
-  sanitize_response(res);
+  sanitize_response(res, response_policy{.hsts = x.plan.hsts});
   // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
   // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
   const bool client_11 = x.plan.client_version >= 11;

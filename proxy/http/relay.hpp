@@ -4,6 +4,7 @@
 // back, piece by piece with a deadline per piece. Bodies are never buffered whole.
 #include <chrono>
 #include <cstdint>
+#include <string_view>
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/buffer_body.hpp>
@@ -30,6 +31,7 @@ struct relay_plan {
   // the backend (HTTP/1.1, keep-alive, Connection removed): the response is framed for these.
   unsigned client_version = 11;
   bool client_keep_alive = false;
+  std::string_view hsts;  // route.hsts (the route outlives the relay), "" = none
 };
 
 /**

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <vector>
 
 #include "config/snapshot.hpp"
 #include "delegation/kerberos.hpp"
@@ -46,6 +47,9 @@ struct runtime {
   std::shared_ptr<const config::snapshot> cfg;
   std::shared_ptr<const identity::verifier> verifier;
   std::unique_ptr<tls::server_context> tls;
+  /** tls.ocsp_stapling = "auto": the refreshes filling tls's staples (declared after `tls`,
+   *  so they stop before it goes). */
+  std::vector<std::unique_ptr<revocation::staple_feed>> staples;
   routing::route_table routes;
   std::shared_ptr<upstream::client_tls> upstream_tls;
   std::shared_ptr<delegation::kerberos_delegator> kerberos;  // identity.mode = "kerberos" only

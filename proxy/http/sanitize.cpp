@@ -230,4 +230,10 @@ sanitize_report sanitize_response(bhttp::fields& f) {
   return apply(f, drop_response, {});
 }
 
+sanitize_report sanitize_response(bhttp::fields& f, const response_policy& policy) {
+  const sanitize_report report = sanitize_response(f);
+  if (!policy.hsts.empty()) f.set(bhttp::field::strict_transport_security, policy.hsts);
+  return report;
+}
+
 }  // namespace cbagate::http

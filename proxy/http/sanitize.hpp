@@ -79,4 +79,14 @@ void add_forwarding_headers(boost::beast::http::fields& f, const forwarding_info
  */
 sanitize_report sanitize_response(boost::beast::http::fields& f);
 
+/** What a route adds to every response it relays (config::route), after sanitize_response. */
+struct response_policy {
+  /** route.hsts: when non-empty, Strict-Transport-Security is set to it, replacing every
+      copy the backend sent (one header, ours); empty leaves the backend's as they are. */
+  std::string_view hsts;
+};
+
+/** sanitize_response, then the route's own response headers (`policy`). */
+sanitize_report sanitize_response(boost::beast::http::fields& f, const response_policy& policy);
+
 }  // namespace cbagate::http

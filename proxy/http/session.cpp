@@ -507,6 +507,7 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
   plan.max_body = max_body;
   plan.client_version = req.version();
   plan.client_keep_alive = req.keep_alive();
+  plan.hsts = route.hsts;
   plan.response_timeout = ms(routing::response_timeout(route, cfg.timeouts.upstream_response));
   // Outlook's channels and long polls pause for minutes between body bytes: for them the
   // route's response timeout is also the body idle limit (issue 10).

@@ -21,6 +21,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <openssl/bio.h>
 
@@ -560,6 +561,12 @@ struct checker::state {
       log->debug("revocation: ocsp {}: {}", url, to_string(res.st));
   }
 
+  // ---- OCSP stapling (issue 16) -----------------------------------------------------------
+
+  static void publish_to(staple_feed::state& feed, std::shared_ptr<const std::string> der);
+
+  net::awaitable<void> staple_loop(std::shared_ptr<staple_feed::state> feed, staple_target t);
+
   void stop() {
     {
       std::unique_lock lock(mu);
@@ -590,6 +597,124 @@ struct checker::state {
   net::executor_work_guard<net::io_context::executor_type> work;
   std::thread thread;
 };
+
+// The feed's side shared by its owner (any thread) and its loop (the fetch thread).
+struct staple_feed::state {
+  std::mutex mu;
+  bool stopped = false;               // under mu
+  staple_publish publish;             // under mu; cleared on stop
+  std::weak_ptr<void> checker;        // the checker's state: where to post the cancel
+  net::io_context* ioc = nullptr;     // the fetch thread's context (valid while `checker` is)
+  net::steady_timer* timer = nullptr; // the loop's wait; touched on the fetch thread only
+};
+
+staple_feed::~staple_feed() {
+  {
+    std::lock_guard lock(state_->mu);
+    state_->stopped = true;
+    state_->publish = nullptr;
+  }
+  // Wake the loop so that it ends now rather than at its next refresh (it may sleep hours).
+  if (auto alive = state_->checker.lock())
+    net::post(*state_->ioc, [s = state_] {
+      if (s->timer) s->timer->cancel();
+    });
+}
+
+void checker::state::publish_to(staple_feed::state& feed, std::shared_ptr<const std::string> der) {
+  std::lock_guard lock(feed.mu);
+  if (!feed.stopped && feed.publish) feed.publish(std::move(der));
+}
+
+// GCC 12 reports a false -Wmismatched-new-delete on this coroutine's frame (as in fetch.cpp:
+// Asio's awaitable frames pair their own operator new and delete).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
+net::awaitable<void> checker::state::staple_loop(std::shared_ptr<staple_feed::state> feed,
+                                                 staple_target t) {
+  net::steady_timer timer(co_await net::this_coro::executor);
+  feed->timer = &timer;
+  struct detach {
+    staple_feed::state& f;
+    ~detach() { f.timer = nullptr; }
+  } const detached{*feed};
+
+  const auto* p = reinterpret_cast<const unsigned char*>(t.leaf_der.data());
+  ossl::x509_ptr leaf{d2i_X509(nullptr, &p, static_cast<long>(t.leaf_der.size()))};
+  p = reinterpret_cast<const unsigned char*>(t.issuer_der.data());
+  ossl::x509_ptr issuer{d2i_X509(nullptr, &p, static_cast<long>(t.issuer_der.size()))};
+  if (!leaf || !issuer) {
+    log->error("ocsp stapling: {}: unreadable certificate; no staple", t.name);
+    co_return;
+  }
+  const std::string serial = identity::serial_octets(X509_get0_serialNumber(leaf.get()));
+  std::int64_t good_until = 0;  // nextUpdate of the response being stapled; 0 = none
+  while (true) {
+    options o;
+    {
+      std::shared_lock lock(mu);
+      if (stopped) co_return;
+      o = opts;
+    }
+    {
+      std::lock_guard lock(feed->mu);
+      if (feed->stopped) co_return;
+    }
+    detail::ocsp_result res;
+    std::string body;
+    std::string err;
+    std::string req = detail::make_ocsp_request(issuer.get(), serial, err);
+    if (req.empty()) {
+      res.error = fetch_error::other;
+      res.message = err;
+    } else {
+      auto r = co_await detail::http_exchange(t.url, std::move(req), "application/ocsp-request",
+                                              o.max_ocsp_bytes, o.timeout);
+      if (r.error != fetch_error::none) {
+        res.error = r.error;
+        res.message = std::move(r.message);
+      } else {
+        res = detail::read_ocsp_response(r.body, issuer.get(), serial,
+                                         static_cast<long>(o.max_clock_skew.count()));
+        body = std::move(r.body);
+      }
+    }
+    const std::int64_t now = unix_now();
+    std::int64_t wait = o.retry_after.count();
+    if (res.error == fetch_error::none && res.st == status::good) {
+      const std::int64_t expires =
+          res.next_update ? *res.next_update : now + o.default_lifetime.count();
+      // Refresh well before clients would reject it: refresh_ahead before nextUpdate, or
+      // halfway through its validity when that is earlier (short-lived responses).
+      const std::int64_t halfway = res.this_update + (expires - res.this_update) / 2;
+      const std::int64_t refresh = std::min(expires - o.refresh_ahead.count(), halfway);
+      wait = std::max(refresh - now, o.retry_after.count());
+      good_until = expires;
+      publish_to(*feed, std::make_shared<const std::string>(std::move(body)));
+      log->info("ocsp stapling: {}: good response from {}, nextUpdate {}, refresh in {}s",
+                t.name, t.url, expires, wait);
+    } else if (res.error == fetch_error::none) {
+      // The responder says revoked or unknown: stapling that would only make clients refuse
+      // us with a proof; serve without a staple and say so loudly.
+      good_until = 0;
+      publish_to(*feed, nullptr);
+      log->error("ocsp stapling: {}: responder {} says {}{}; no staple", t.name, t.url,
+                 to_string(res.st), res.reason.empty() ? "" : " (" + std::string(res.reason) + ")");
+    } else {
+      if (good_until != 0 && now >= good_until) {
+        good_until = 0;
+        publish_to(*feed, nullptr);
+      }
+      // Retry soon, and never sleep past the expiry of what is stapled.
+      if (good_until != 0) wait = std::max<std::int64_t>(1, std::min(wait, good_until - now));
+      log->warn("ocsp stapling: {}: {}: {}; {}, retry in {}s", t.name, t.url, res.message,
+                good_until ? "keeping the last good response" : "no staple", wait);
+    }
+    timer.expires_after(std::chrono::seconds(wait));
+    co_await timer.async_wait(net::as_tuple(net::use_awaitable));
+  }
+}
+#pragma GCC diagnostic pop
 
 checker::checker(options opts, std::shared_ptr<const identity::issuer_registry> issuers,
                  observability::registry& metrics)
@@ -663,6 +788,20 @@ void checker::count(const verdict& v, bool allowed_by_fail_open) noexcept {
 
 void checker::set_file_crl_count(std::size_t n) noexcept {
   state_->entries[0]->set(static_cast<std::int64_t>(n));
+}
+
+std::unique_ptr<staple_feed> checker::keep_stapled(staple_target target, staple_publish publish) {
+  auto feed = std::make_shared<staple_feed::state>();
+  feed->publish = std::move(publish);
+  feed->checker = state_;
+  feed->ioc = &state_->ioc;
+  {
+    std::shared_lock lock(state_->mu);
+    if (!state_->stopped)
+      net::co_spawn(state_->ioc, state_->staple_loop(feed, std::move(target)),
+                    [](const std::exception_ptr&) {});
+  }
+  return std::make_unique<staple_feed>(std::move(feed));
 }
 
 std::size_t checker::cdp_entries() const {

@@ -11,6 +11,7 @@
 //    status needs a fetch, wait asynchronously for it.
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -44,6 +45,32 @@ struct verdict {
 };
 
 class crl_files;
+
+/** One server certificate to keep an OCSP response for (tls.ocsp_stapling = "auto"). */
+struct staple_target {
+  std::string leaf_der;    ///< the server certificate (DER)
+  std::string issuer_der;  ///< its issuer (DER), which signs or delegates the response
+  std::string url;         ///< the OCSP responder (http://, from the certificate's AIA)
+  std::string name;        ///< for log lines: the certificate's subject
+};
+
+/** Receives each new DER OCSPResponse to staple, or nullptr when there is none any more (the
+ *  last good one expired, or the certificate is revoked). Called on the fetch thread. */
+using staple_publish = std::function<void(std::shared_ptr<const std::string>)>;
+
+/** A running OCSP stapling refresh; destroying it stops the refresh, and `publish` is never
+ *  called once the destructor has returned. Destroying it never blocks on I/O. */
+class staple_feed {
+ public:
+  struct state;
+  explicit staple_feed(std::shared_ptr<state> s) noexcept : state_(std::move(s)) {}
+  ~staple_feed();
+  staple_feed(const staple_feed&) = delete;
+  staple_feed& operator=(const staple_feed&) = delete;
+
+ private:
+  std::shared_ptr<state> state_;
+};
 
 /** Per-runtime policy (config [revocation] plus the runtime's CRL files). */
 struct policy {
@@ -163,6 +190,17 @@ class checker {
   /** Sets cbagate_revocation_cache_entries{kind="crl_file"} (the running runtime's
    *  crl_files::size(); called at startup and reload). */
   void set_file_crl_count(std::size_t n) noexcept;
+
+  /**
+   * OCSP stapling: fetches the status of `target` from its responder on the fetch thread
+   * (never on an I/O thread), now and then again before the response's nextUpdate
+   * (refresh_ahead before it, or halfway through its validity if that comes first), and
+   * publishes each good response (signature, CertID and times checked like a client
+   * certificate's). When the responder is down or answers badly, the last good response is
+   * kept until its nextUpdate and the fetch is retried after retry_after; a revoked or
+   * unknown status withdraws the staple. Thread-safe.
+   */
+  std::unique_ptr<staple_feed> keep_stapled(staple_target target, staple_publish publish);
 
   /** Entries in the CDP and OCSP caches (also exported as the cache gauges). */
   std::size_t cdp_entries() const;

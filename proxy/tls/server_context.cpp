@@ -1,6 +1,7 @@
 #include "tls/server_context.hpp"
 
 #include "tls/inspect.hpp"
+#include "tls/ticket_identity.hpp"
 
 #include <algorithm>
 #include <array>
@@ -14,6 +15,8 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <openssl/ocsp.h>
+#include <openssl/x509v3.h>
 
 namespace cbagate::tls {
 namespace {
@@ -44,151 +47,6 @@ int owner_index() {
 
 identity::client_identity* slot_of(SSL* ssl) {
   return static_cast<identity::client_identity*>(SSL_get_ex_data(ssl, identity_index()));
-}
-
-// --- ticket app data: the verified identity, carried inside the server-encrypted ticket -------
-// Layout (version 2): u8 version, u8 presented, u8 reason, i64 not_before, i64 not_after, then
-// upn, subject, issuer, serial, sha256, detail, then (version 3) the AD facts issuer_dn,
-// subject_dn, ski, sha1, sid, sid_error, as u16 length + bytes; then the chain refs that
-// revocation checking needs (issue 5): u8 count, each 20-byte name hash, 20-byte key hash,
-// serial (u16 length + bytes), u8 CDP URL count + URLs, u8 OCSP URL count + URLs (u16 length +
-// bytes each). Only this server can decrypt and authenticate a ticket, so the client cannot
-// alter it. A chain beyond the bounds below is written as not resumable (version 0): a resumed
-// session must be checked against exactly the refs of its full handshake, never fewer.
-constexpr std::uint8_t ticket_format = 3;  // 3: the AD facts of issue 12 after `detail`
-constexpr std::uint8_t ticket_not_resumable = 0;
-constexpr std::size_t max_field = 4096;
-constexpr std::size_t max_ticket_refs = 10;
-constexpr std::size_t max_ticket_urls = 4;       // per kind and certificate
-constexpr std::size_t max_ticket_url = 1024;
-constexpr std::size_t max_ticket_serial = 64;     // RFC 5280 allows 20 octets
-
-void put_u64(std::string& out, std::uint64_t v) {
-  for (int i = 7; i >= 0; --i) out.push_back(static_cast<char>((v >> (i * 8)) & 0xff));
-}
-
-void put_str(std::string& out, std::string_view s) {
-  s = s.substr(0, max_field);
-  out.push_back(static_cast<char>((s.size() >> 8) & 0xff));
-  out.push_back(static_cast<char>(s.size() & 0xff));
-  out.append(s);
-}
-
-bool chain_fits_ticket(const identity::chain_refs& chain) {
-  if (chain.size() > max_ticket_refs) return false;
-  for (const identity::cert_ref& ref : chain) {
-    if (ref.serial.empty() || ref.serial.size() > max_ticket_serial) return false;
-    for (const auto* urls : {&ref.cdp_urls, &ref.ocsp_urls}) {
-      if (urls->size() > max_ticket_urls) return false;
-      for (const std::string& url : *urls)
-        if (url.empty() || url.size() > max_ticket_url) return false;
-    }
-  }
-  return true;
-}
-
-std::string encode_identity(const identity::client_identity& id) {
-  std::string out;
-  out.reserve(64 + id.subject.size() + id.issuer.size() + id.upn.size());
-  out.push_back(static_cast<char>(ticket_format));
-  out.push_back(id.presented ? 1 : 0);
-  out.push_back(static_cast<char>(id.reason));
-  put_u64(out, static_cast<std::uint64_t>(id.not_before));
-  put_u64(out, static_cast<std::uint64_t>(id.not_after));
-  for (const std::string* s : {&id.upn, &id.subject, &id.issuer, &id.serial, &id.sha256, &id.detail,
-                               &id.ad.issuer_dn, &id.ad.subject_dn, &id.ad.ski, &id.ad.sha1,
-                               &id.ad.sid, &id.ad.sid_error}) {
-    // A field cut at max_field would resume as another value: not resumable instead.
-    if (s->size() > max_field) return std::string(1, static_cast<char>(ticket_not_resumable));
-    put_str(out, *s);
-  }
-  if (!chain_fits_ticket(id.chain)) return std::string(1, static_cast<char>(ticket_not_resumable));
-  out.push_back(static_cast<char>(id.chain.size()));
-  for (const identity::cert_ref& ref : id.chain) {
-    out.append(reinterpret_cast<const char*>(ref.issuer.name_hash.data()), ref.issuer.name_hash.size());
-    out.append(reinterpret_cast<const char*>(ref.issuer.key_hash.data()), ref.issuer.key_hash.size());
-    put_str(out, ref.serial);
-    for (const auto* urls : {&ref.cdp_urls, &ref.ocsp_urls}) {
-      out.push_back(static_cast<char>(urls->size()));
-      for (const std::string& url : *urls) put_str(out, url);
-    }
-  }
-  return out;
-}
-
-struct reader {
-  const unsigned char* p;
-  std::size_t left;
-  bool take(std::size_t n, const unsigned char*& at) {
-    if (left < n) return false;
-    at = p;
-    p += n;
-    left -= n;
-    return true;
-  }
-  bool u8(std::uint8_t& v) {
-    const unsigned char* at = nullptr;
-    if (!take(1, at)) return false;
-    v = at[0];
-    return true;
-  }
-  bool u64(std::uint64_t& v) {
-    const unsigned char* at = nullptr;
-    if (!take(8, at)) return false;
-    v = 0;
-    for (int i = 0; i < 8; ++i) v = (v << 8) | at[i];
-    return true;
-  }
-  bool str(std::string& s) {
-    const unsigned char* at = nullptr;
-    if (!take(2, at)) return false;
-    std::size_t n = (std::size_t{at[0]} << 8) | at[1];
-    if (!take(n, at)) return false;
-    s.assign(reinterpret_cast<const char*>(at), n);
-    return true;
-  }
-};
-
-bool decode_identity(const void* data, std::size_t len, identity::client_identity& id) {
-  reader r{static_cast<const unsigned char*>(data), len};
-  std::uint8_t version = 0, presented = 0, reason = 0;
-  std::uint64_t nb = 0, na = 0;
-  if (!r.u8(version) || version != ticket_format) return false;
-  if (!r.u8(presented) || !r.u8(reason) || !r.u64(nb) || !r.u64(na)) return false;
-  if (reason > static_cast<std::uint8_t>(identity::last_rejection)) return false;
-  identity::client_identity out;
-  out.presented = presented != 0;
-  out.reason = static_cast<identity::rejection>(reason);
-  out.not_before = static_cast<std::int64_t>(nb);
-  out.not_after = static_cast<std::int64_t>(na);
-  for (std::string* s : {&out.upn, &out.subject, &out.issuer, &out.serial, &out.sha256, &out.detail,
-                         &out.ad.issuer_dn, &out.ad.subject_dn, &out.ad.ski, &out.ad.sha1,
-                         &out.ad.sid, &out.ad.sid_error})
-    if (!r.str(*s)) return false;
-  std::uint8_t refs = 0;
-  if (!r.u8(refs) || refs > max_ticket_refs) return false;
-  // Only an accepted identity carries refs (a leaf that is itself an anchor has none).
-  if (out.reason != identity::rejection::none && refs != 0) return false;
-  out.chain.resize(refs);
-  for (identity::cert_ref& ref : out.chain) {
-    const unsigned char* at = nullptr;
-    if (!r.take(ref.issuer.name_hash.size(), at)) return false;
-    std::memcpy(ref.issuer.name_hash.data(), at, ref.issuer.name_hash.size());
-    if (!r.take(ref.issuer.key_hash.size(), at)) return false;
-    std::memcpy(ref.issuer.key_hash.data(), at, ref.issuer.key_hash.size());
-    if (!r.str(ref.serial) || ref.serial.empty() || ref.serial.size() > max_ticket_serial)
-      return false;
-    for (auto* urls : {&ref.cdp_urls, &ref.ocsp_urls}) {
-      std::uint8_t n = 0;
-      if (!r.u8(n) || n > max_ticket_urls) return false;
-      urls->resize(n);
-      for (std::string& url : *urls)
-        if (!r.str(url) || url.empty() || url.size() > max_ticket_url) return false;
-    }
-  }
-  if (r.left != 0) return false;
-  id = std::move(out);
-  return true;
 }
 
 int x509_error_for(identity::rejection r) {
@@ -294,7 +152,7 @@ struct callbacks {
     identity::client_identity* slot = slot_of(ssl);
     SSL_SESSION* session = SSL_get0_session(ssl);
     if (!slot || !session) return 0;
-    const std::string data = encode_identity(*slot);
+    const std::string data = detail::encode_ticket_identity(*slot);
     return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size());
   }
 
@@ -333,6 +191,29 @@ struct callbacks {
     return result;
   }
 
+  // status_request (RFC 6066 8): staple the certificate's current OCSP response, if any. `arg`
+  // is the staple_slot of the SSL_CTX in use (after SNI selection).
+  static int staple_status(SSL* ssl, void* arg) {
+    const auto* slot = static_cast<const server_context::staple_slot*>(arg);
+    std::shared_ptr<const std::string> der;
+    {
+      std::lock_guard lock(slot->mu);
+      der = slot->der;
+    }
+    if (!der || der->empty()) return SSL_TLSEXT_ERR_NOACK;
+    auto* copy = static_cast<unsigned char*>(OPENSSL_malloc(der->size()));
+    if (!copy) return SSL_TLSEXT_ERR_NOACK;
+    std::memcpy(copy, der->data(), der->size());
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
+    if (SSL_set_tlsext_status_ocsp_resp(ssl, copy, static_cast<long>(der->size())) != 1) {
+#pragma GCC diagnostic pop
+      OPENSSL_free(copy);
+      return SSL_TLSEXT_ERR_NOACK;
+    }
+    return SSL_TLSEXT_ERR_OK;  // OpenSSL owns `copy` now
+  }
+
   static SSL_TICKET_RETURN ticket_decrypt(SSL* ssl, SSL_SESSION* session, const unsigned char*,
                                           size_t, SSL_TICKET_STATUS status, void*) {
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
@@ -342,7 +223,7 @@ struct callbacks {
     size_t len = 0;
     identity::client_identity restored;
     if (!slot || !SSL_SESSION_get0_ticket_appdata(session, &data, &len) ||
-        !decode_identity(data, len, restored))
+        !detail::decode_ticket_identity(data, len, restored))
       return SSL_TICKET_RETURN_IGNORE_RENEW;  // full handshake: never resume without identity
     *slot = std::move(restored);
     return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
@@ -351,9 +232,96 @@ struct callbacks {
 
 namespace {
 
+std::string subject_of(X509* cert) {
+  std::array<char, 256> buf{};
+  X509_NAME_oneline(X509_get_subject_name(cert), buf.data(), static_cast<int>(buf.size()));
+  return buf.data();
+}
+
+std::string der_of(X509* cert) {
+  unsigned char* out = nullptr;
+  const int n = i2d_X509(cert, &out);
+  if (n <= 0) return {};
+  std::string der(reinterpret_cast<const char*>(out), static_cast<std::size_t>(n));
+  OPENSSL_free(out);
+  return der;
+}
+
+std::string first_http_ocsp_url(X509* cert) {
+  std::string url;
+  STACK_OF(OPENSSL_STRING)* urls = X509_get1_ocsp(cert);
+  for (int i = 0; urls && i < sk_OPENSSL_STRING_num(urls); ++i) {
+    const std::string_view u = sk_OPENSSL_STRING_value(urls, i);
+    if (u.starts_with("http://")) {
+      url = u;
+      break;
+    }
+  }
+  X509_email_free(urls);
+  return url;
+}
+
+// The issuer of `leaf` among the extra chain certificates of `ctx` (its chain file).
+X509* issuer_in_chain(SSL_CTX* ctx, X509* leaf) {
+  STACK_OF(X509)* chain = nullptr;
+  if (SSL_CTX_get0_chain_certs(ctx, &chain) != 1 || !chain) return nullptr;
+  for (int i = 0; i < sk_X509_num(chain); ++i) {
+    X509* ca = sk_X509_value(chain, i);
+    if (X509_check_issued(ca, leaf) == X509_V_OK) return ca;
+  }
+  return nullptr;
+}
+
+// tls.ocsp_stapling = "file": the file must be a successful OCSPResponse about tls.certificate
+// (when its issuer is in the chain file, the CertID is matched) that has not expired.
+bool check_ocsp_file(const std::string& der, SSL_CTX* ctx, const std::string& path,
+                     std::string& error) {
+  using response_ptr = std::unique_ptr<OCSP_RESPONSE, ossl::deleter<OCSP_RESPONSE_free>>;
+  using basic_ptr = std::unique_ptr<OCSP_BASICRESP, ossl::deleter<OCSP_BASICRESP_free>>;
+  using certid_ptr = std::unique_ptr<OCSP_CERTID, ossl::deleter<OCSP_CERTID_free>>;
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  response_ptr resp{d2i_OCSP_RESPONSE(nullptr, &p, static_cast<long>(der.size()))};
+  const std::string where = "tls: tls.ocsp_response " + path + ": ";
+  if (!resp || p != reinterpret_cast<const unsigned char*>(der.data()) + der.size()) {
+    error = where + "not a DER OCSP response";
+    return false;
+  }
+  if (OCSP_response_status(resp.get()) != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+    error = where + "response status " +
+            OCSP_response_status_str(OCSP_response_status(resp.get()));
+    return false;
+  }
+  basic_ptr basic{OCSP_response_get1_basic(resp.get())};
+  if (!basic) {
+    error = where + "no basic response";
+    return false;
+  }
+  X509* leaf = SSL_CTX_get0_certificate(ctx);
+  X509* issuer = leaf ? issuer_in_chain(ctx, leaf) : nullptr;
+  if (!issuer) return true;  // nothing to match the CertID against
+  certid_ptr id{OCSP_cert_to_id(nullptr, leaf, issuer)};
+  int status = -1;
+  ASN1_GENERALIZEDTIME* next = nullptr;
+  if (!id || OCSP_resp_find_status(basic.get(), id.get(), &status, nullptr, nullptr, nullptr,
+                                   &next) != 1) {
+    error = where + "has no status for tls.certificate " + subject_of(leaf);
+    return false;
+  }
+  if (status != V_OCSP_CERTSTATUS_GOOD) {
+    error = where + "says tls.certificate is " + OCSP_cert_status_str(status);
+    return false;
+  }
+  if (next && X509_cmp_current_time(next) < 0) {
+    error = where + "expired (past its nextUpdate); fetch a new one";
+    return false;
+  }
+  return true;
+}
+
 ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert,
                             const std::string& key, server_context* owner, bool require_cert,
-                            const std::array<unsigned char, 32>& sid_ctx, std::string& error) {
+                            const std::array<unsigned char, 32>& sid_ctx,
+                            server_context::staple_slot* staple, std::string& error) {
   ossl::ssl_ctx_ptr ctx(SSL_CTX_new(TLS_server_method()));
   if (!ctx) {
     error = "tls: SSL_CTX_new failed: " + openssl_reason();
@@ -376,6 +344,10 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
   if (!cfg.tls.ciphersuites.empty() &&
       SSL_CTX_set_ciphersuites(c, cfg.tls.ciphersuites.c_str()) != 1) {
     error = "tls: tls.ciphersuites '" + cfg.tls.ciphersuites + "' rejected: " + openssl_reason();
+    return nullptr;
+  }
+  if (!cfg.tls.groups.empty() && SSL_CTX_set1_groups_list(c, cfg.tls.groups.c_str()) != 1) {
+    error = "tls: tls.groups '" + cfg.tls.groups + "' rejected: " + openssl_reason();
     return nullptr;
   }
   // PEM or DER, never a passphrase prompt (tls/inspect.hpp): the same reading as --check-config.
@@ -442,6 +414,14 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
   SSL_CTX_set_tlsext_servername_arg(c, owner);
 #pragma GCC diagnostic pop
 
+  if (cfg.tls.stapling != config::ocsp_stapling::off) {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
+    SSL_CTX_set_tlsext_status_cb(c, &callbacks::staple_status);
+    SSL_CTX_set_tlsext_status_arg(c, staple);
+#pragma GCC diagnostic pop
+  }
+
   // No server-side session cache: resumption is by tickets only, which carry the identity.
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   if (cfg.tls.session_tickets) {
@@ -502,16 +482,64 @@ std::unique_ptr<server_context> server_context::make(
   unsigned int sid_len = 0;
   EVP_Digest(material.data(), material.size(), sid_ctx.data(), &sid_len, EVP_sha256(), nullptr);
 
+  for (std::size_t i = 0; i <= cfg.tls.sni.size(); ++i)
+    self->staples_.push_back(std::make_unique<staple_slot>());
   self->default_ctx_ = build_ctx(cfg, cfg.tls.certificate, cfg.tls.private_key, self.get(),
-                                 self->require_cert_, sid_ctx, error);
+                                 self->require_cert_, sid_ctx, self->staples_[0].get(), error);
   if (!self->default_ctx_) return nullptr;
-  for (const auto& sni : cfg.tls.sni) {
+  for (std::size_t i = 0; i < cfg.tls.sni.size(); ++i) {
+    const auto& sni = cfg.tls.sni[i];
     auto ctx = build_ctx(cfg, sni.certificate, sni.private_key, self.get(), self->require_cert_,
-                         sid_ctx, error);
+                         sid_ctx, self->staples_[i + 1].get(), error);
     if (!ctx) return nullptr;
     self->sni_.push_back({sni.server_names, std::move(ctx)});
   }
+  if (cfg.tls.stapling == config::ocsp_stapling::file) {
+    auto der = std::make_shared<const std::string>(read_file(cfg.tls.ocsp_response));
+    if (!check_ocsp_file(*der, self->default_ctx_.get(), cfg.tls.ocsp_response, error))
+      return nullptr;
+    self->set_staple(0, std::move(der));
+  }
   return self;
+}
+
+std::vector<server_context::staple_source> server_context::staple_sources(
+    std::vector<std::string>& skipped) const {
+  std::vector<staple_source> out;
+  for (std::size_t i = 0; i < staples_.size(); ++i) {
+    SSL_CTX* ctx = i == 0 ? default_ctx_.get() : sni_[i - 1].ctx.get();
+    X509* leaf = SSL_CTX_get0_certificate(ctx);
+    if (!leaf) continue;
+    staple_source src;
+    src.index = i;
+    src.name = subject_of(leaf);
+    src.ocsp_url = first_http_ocsp_url(leaf);
+    X509* issuer = issuer_in_chain(ctx, leaf);
+    if (src.ocsp_url.empty()) {
+      skipped.push_back(src.name + ": no http:// OCSP URL in its AIA");
+      continue;
+    }
+    if (!issuer) {
+      skipped.push_back(src.name + ": its issuer is not in its chain file");
+      continue;
+    }
+    src.leaf_der = der_of(leaf);
+    src.issuer_der = der_of(issuer);
+    out.push_back(std::move(src));
+  }
+  return out;
+}
+
+void server_context::set_staple(std::size_t index, std::shared_ptr<const std::string> der) const {
+  if (index >= staples_.size()) return;
+  std::lock_guard lock(staples_[index]->mu);
+  staples_[index]->der = std::move(der);
+}
+
+std::shared_ptr<const std::string> server_context::staple_for_test(std::size_t index) const {
+  if (index >= staples_.size()) return nullptr;
+  std::lock_guard lock(staples_[index]->mu);
+  return staples_[index]->der;
 }
 
 server_context::~server_context() = default;

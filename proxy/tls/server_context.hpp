@@ -4,6 +4,7 @@
 // shared by every I/O thread afterwards (SSL_CTX is safe for concurrent SSL_new).
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,11 @@ namespace cbagate::tls {
  * Server TLS material and policy.
  *
  * - TLS 1.2 and 1.3 only (tls.min_version may raise the floor), no renegotiation, no compression,
- *   ALPN "http/1.1" only.
+ *   ALPN "http/1.1" only; tls.ciphers, tls.ciphersuites and tls.groups (defaults: Mozilla's
+ *   "intermediate" profile, ECDHE + AEAD only).
+ * - OCSP stapling (tls.ocsp_stapling): a client's status_request is answered with the
+ *   certificate's current staple (set_staple; "file": tls.ocsp_response, checked at build
+ *   time), or without one when there is none.
  * - The CertificateRequest is always sent (with the client CA names); chain verification runs
  *   once per full handshake through identity::verifier and its outcome lands in the
  *   connection's identity slot (attach_identity_slot). With tls.client_cert = "require" a missing
@@ -84,9 +89,41 @@ class server_context {
     revoked_at_handshake_ = std::move(revoked);
   }
 
+  /** A server certificate that tls.ocsp_stapling = "auto" can keep a response for. */
+  struct staple_source {
+    std::size_t index = 0;   ///< 0 = tls.certificate, i = tls.sni[i - 1]
+    std::string leaf_der;    ///< the certificate
+    std::string issuer_der;  ///< its issuer, found in the same chain file
+    std::string ocsp_url;    ///< the first http:// OCSP URL of its AIA
+    std::string name;        ///< its subject, for logs
+  };
+
+  /**
+   * With tls.ocsp_stapling = "auto": every certificate (default first, then [[tls.sni]]) that
+   * has an http:// OCSP URL in its AIA and its issuer in its chain file. Each other certificate
+   * adds a line to `skipped` ("<subject>: no OCSP URL in its AIA"): it is served without a
+   * staple.
+   */
+  std::vector<staple_source> staple_sources(std::vector<std::string>& skipped) const;
+
+  /**
+   * Sets the DER OCSPResponse stapled for certificate `index` (see staple_source), nullptr =
+   * none. Thread-safe (handshakes on I/O threads read it; the revocation fetch thread sets it).
+   */
+  void set_staple(std::size_t index, std::shared_ptr<const std::string> der) const;
+
+  /** The staple of certificate `index` now (tests). Thread-safe. */
+  std::shared_ptr<const std::string> staple_for_test(std::size_t index) const;
+
   struct sni_entry {
     std::vector<std::string> names;
     ossl::ssl_ctx_ptr ctx;
+  };
+
+  /** One certificate's current OCSP response; read by the status_request callback. */
+  struct staple_slot {
+    mutable std::mutex mu;
+    std::shared_ptr<const std::string> der;
   };
 
  private:
@@ -99,6 +136,7 @@ class server_context {
   ossl::ssl_ctx_ptr default_ctx_;
   std::vector<sni_entry> sni_;
   std::shared_ptr<ticket_key_store> ticket_keys_;
+  std::vector<std::unique_ptr<staple_slot>> staples_;  // [0] default, [i] sni_[i - 1]
 
   friend struct callbacks;
 };

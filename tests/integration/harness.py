@@ -909,8 +909,11 @@ class RevocationPki:
             raise AssertionError(f"certs-dev/revoke failed:\n{r.stdout}\n{r.stderr}")
         return r.stdout
 
-    def tls_section(self, crl=()):
-        """[tls] keys for a proxy that uses this PKI; crl = names under crl/ ("issuing.crl.pem")."""
+    def tls_section(self, crl=(), stapling="off"):
+        """[tls] keys for a proxy that uses this PKI; crl = names under crl/ ("issuing.crl.pem").
+        OCSP stapling is off unless asked for (None: the key is left out, i.e. the default
+        "auto"): server.pem has the leaves' OCSP URL, and a stapling fetch would count as one
+        more request to self.ocsp."""
         return {
             "certificate": self.path("server-chain.pem"),
             "private_key": self.path("server.key"),
@@ -918,6 +921,7 @@ class RevocationPki:
             "client_intermediates": self.path("client-intermediates.pem"),
             "crl": [self.path("crl", c) for c in crl],
             "client_cert": "request",
+            **({"ocsp_stapling": stapling} if stapling else {}),
         }
 
     def client_context(self, cert="alice"):

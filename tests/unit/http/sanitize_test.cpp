@@ -267,3 +267,25 @@ TEST_CASE("sanitize: response keeps identity-like and forwarding headers") {
   CHECK(count_named(f, "X-Client-UPN") == 1);
   CHECK(count_named(f, "X-Forwarded-For") == 1);
 }
+
+TEST_CASE("sanitize: a route's HSTS replaces the backend's, none leaves it") {
+  using cbagate::http::response_policy;
+  SUBCASE("set, backend sent two") {
+    auto f = make_fields({{"Strict-Transport-Security", "max-age=1"},
+                          {"strict-transport-security", "max-age=2"},
+                          {"Content-Type", "text/html"}});
+    sanitize_response(f, response_policy{.hsts = "max-age=31536000; includeSubDomains"});
+    CHECK(dump(f) == field_list{{"Content-Type", "text/html"},
+                                {"Strict-Transport-Security", "max-age=31536000; includeSubDomains"}});
+  }
+  SUBCASE("set, backend sent none") {
+    auto f = make_fields({{"Content-Type", "text/html"}});
+    sanitize_response(f, response_policy{.hsts = "max-age=31536000"});
+    CHECK(f[bhttp::field::strict_transport_security] == "max-age=31536000");
+  }
+  SUBCASE("not set: the backend's passes") {
+    auto f = make_fields({{"Strict-Transport-Security", "max-age=5"}});
+    sanitize_response(f, response_policy{});
+    CHECK(dump(f) == field_list{{"Strict-Transport-Security", "max-age=5"}});
+  }
+}
