@@ -8,7 +8,7 @@
 #    (localhost/cbagate-test-<hash of REPO_ROOT>:lab, :lab-kdc); podman's layer cache and the
 #    Dockerfile's ccache mount are reused by the next run.
 # 3. docker-compose (the project's compose tool) over podman's Docker API, on a socket of its own,
-#    project name and host ports chosen now, `--profile kerberos up`: the default lab must answer
+#    project name and host ports chosen now, `--profile kerberos --profile directory up`: the default lab must answer
 #    alice's certificate with 200 and X-Mock-Identity: alice@lab.test, no certificate with 403.7,
 #    the revoked certificate with 403.13; the Kerberos lab 200 with X-Mock-Principal: alice@LAB.TEST
 #    (the KDC logging the S4U2Proxy). `down -v` must leave no container of the project behind.
@@ -43,7 +43,7 @@ tmp=$(mktemp -d /tmp/docker_lab.XXXXXX)
 proj=cbagatetest$$
 svc_pid=""
 health_pid=""
-compose=(docker-compose -f "$repo/docker/compose.yaml" --profile kerberos)
+compose=(docker-compose -f "$repo/docker/compose.yaml" --profile kerberos --profile directory)
 down_done=0
 
 # Our containers, volumes and networks carry the compose project label; nothing else is touched.
@@ -144,19 +144,21 @@ if [[ ! -d /run/systemd/system ]]; then
   health_pid=$!
 fi
 
-# Four free loopback ports, held together while chosen so they differ.
-read -r CBAGATE_LAB_HTTPS_PORT CBAGATE_LAB_ADMIN_PORT CBAGATE_LAB_KERBEROS_HTTPS_PORT CBAGATE_LAB_KERBEROS_ADMIN_PORT < <(python3 -c '
+# Six free loopback ports, held together while chosen so they differ.
+read -r CBAGATE_LAB_HTTPS_PORT CBAGATE_LAB_ADMIN_PORT CBAGATE_LAB_KERBEROS_HTTPS_PORT CBAGATE_LAB_KERBEROS_ADMIN_PORT \
+  CBAGATE_LAB_DIRECTORY_HTTPS_PORT CBAGATE_LAB_DIRECTORY_ADMIN_PORT < <(python3 -c '
 import socket
-s = [socket.socket() for _ in range(4)]
+s = [socket.socket() for _ in range(6)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*(x.getsockname()[1] for x in s))')
-export CBAGATE_LAB_HTTPS_PORT CBAGATE_LAB_ADMIN_PORT CBAGATE_LAB_KERBEROS_HTTPS_PORT CBAGATE_LAB_KERBEROS_ADMIN_PORT
+export CBAGATE_LAB_HTTPS_PORT CBAGATE_LAB_ADMIN_PORT CBAGATE_LAB_KERBEROS_HTTPS_PORT CBAGATE_LAB_KERBEROS_ADMIN_PORT \
+  CBAGATE_LAB_DIRECTORY_HTTPS_PORT CBAGATE_LAB_DIRECTORY_ADMIN_PORT
 
 # Both labs in one `up`: a second `up` with another profile fails under podman on the `scale`
 # network's fixed IPAM ("needs to be recreated - IPAM option driver has changed").
-phase "docker-compose --profile kerberos up -d (project $proj, https $CBAGATE_LAB_HTTPS_PORT and $CBAGATE_LAB_KERBEROS_HTTPS_PORT)"
+phase "docker-compose --profile kerberos --profile directory up -d (project $proj, https $CBAGATE_LAB_HTTPS_PORT, $CBAGATE_LAB_KERBEROS_HTTPS_PORT and $CBAGATE_LAB_DIRECTORY_HTTPS_PORT)"
 timeout "$deadline" "${compose[@]}" up -d --no-build >"$tmp/up.log" 2>&1 \
-  || { cat "$tmp/up.log" >&2; fail "docker-compose --profile kerberos up -d failed"; }
+  || { cat "$tmp/up.log" >&2; fail "docker-compose --profile kerberos --profile directory up -d failed"; }
 # wait_healthy SERVICE: compose waits for the services others depend on, not for the last ones.
 wait_healthy() {
   local id status=""
@@ -205,8 +207,27 @@ podman exec "$kdc_id" grep -q 'CONSTRAINED-DELEGATION s4u-client=alice@LAB.TEST'
   || fail "the KDC logged no S4U2Proxy for alice@LAB.TEST"
 say "Kerberos lab: alice 200 (X-Mock-Principal: alice@LAB.TEST), S4U2Proxy in the KDC log"
 
+wait_healthy cbagate-directory >/dev/null
+d=$CBAGATE_LAB_DIRECTORY_HTTPS_PORT
+# directory_expect NAME CERT STATUS WHAT: WHAT = the identity the backend saw (200) or the code.
+directory_expect() {
+  local name=$1 cert=$2 status=$3 what=$4
+  request "$d" "dir-$name" --cert "$pki/clients/$cert.pem" --key "$pki/clients/$cert.key"
+  [[ $code == "$status" ]] || fail "directory lab, $name: status $code, expected $status: $(cat "$tmp/dir-$name.headers" "$tmp/dir-$name.body")"
+  if [[ $status == 200 ]]; then
+    grep -qi "^X-Mock-Identity: $what" "$tmp/dir-$name.headers" || fail "directory lab, $name: the backend did not see $what"
+  else
+    grep -q "^403\.12 .*(cbagate: $what)" "$tmp/dir-$name.body" || fail "directory lab, $name: '$(cat "$tmp/dir-$name.body")', expected 403.12 $what"
+  fi
+}
+directory_expect alice alice 200 alice@lab.test
+directory_expect bob bob 403 no_strong_mapping
+directory_expect carol carol 403 disabled
+directory_expect nina no-upn 200 nina@lab.test
+say "directory lab: alice 200, bob 403.12 no_strong_mapping, carol 403.12 disabled, no-upn 200 as nina@lab.test"
+
 phase "docker-compose down -v"
-# podman refuses to remove the kdc container (the network namespace of two others) while they
+# podman refuses to remove the kdc and directory containers (each the network namespace of two others) while they
 # exist, and compose removes in parallel: a second down finishes the job.
 timeout 300 "${compose[@]}" down -v >"$tmp/down.log" 2>&1 || timeout 300 "${compose[@]}" down -v >>"$tmp/down.log" 2>&1 \
   || { cat "$tmp/down.log" >&2; fail "docker-compose down -v failed twice"; }
