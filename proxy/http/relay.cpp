@@ -324,6 +324,27 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
   }
 }
 
+// Reading the response body failed (both relays of step 3). While nothing has reached the client
+// (the header waits for its first body piece) it can still be told: 502 upstream_reset. After
+// that, the client cannot be told by a status any more, only by an incomplete message: the
+// caller ends the exchange and its connection is closed.
+template <class Up>
+net::awaitable<void> body_read_failed(exchange<Up>& x, error_code ec, bool header_sent) {
+  connection& c = x.c;
+  auto& rec = x.rec;
+  if (!header_sent) {
+    rec.error = "upstream_reset";
+    observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
+                                        c.conn_id, rec.req_id, rec.upstream, ec.message());
+    co_await send_local(c, rec, reply::upstream_reset, 0, false);
+    co_return;
+  }
+  rec.error = ec == beast::error::timeout ? "upstream_timeout" : "upstream_reset";
+  observability::logger("http")->warn(
+      "conn={} req={} upstream {} failed mid-response after {} bytes: {}", c.conn_id, rec.req_id,
+      rec.upstream, rec.bytes_out, ec.message());
+}
+
 // Step 3 for a response with Content-Length (the common case; the length is kept for the
 // client, so the body needs no re-framing): its header is serialized into the relay buffer
 // right before the body's first piece, so a small response leaves in one write, and the body
@@ -375,21 +396,8 @@ net::awaitable<outcome> relay_counted(exchange<Up>& x, outcome out, bool client_
       std::tie(ec, n) = co_await bhttp::async_read_some(x.up, x.ubuf, res_p, use_tuple);
       if (ec == bhttp::error::need_buffer) ec = {};
     }
-    if (ec && !header_sent) {
-      // Nothing sent yet (the header waits for its first body piece): the client can be told.
-      rec.error = "upstream_reset";
-      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
-                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return out;
-    }
     if (ec) {
-      // The backend died mid-response: the client cannot be told by a status any more, only by
-      // an incomplete message, so its connection is closed.
-      rec.error = ec == beast::error::timeout ? "upstream_timeout" : "upstream_reset";
-      observability::logger("http")->warn(
-          "conn={} req={} upstream {} failed mid-response after {} bytes: {}", c.conn_id,
-          rec.req_id, rec.upstream, rec.bytes_out, ec.message());
+      co_await body_read_failed(x, ec, header_sent);
       co_return out;
     }
     const std::size_t got = rchunk - res.body().size;
@@ -485,21 +493,8 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
     auto [ec, n] = co_await bhttp::async_read_some(x.up, x.ubuf, res_p, use_tuple);
     (void)n;
     if (ec == bhttp::error::need_buffer) ec = {};
-    if (ec && !rs.is_header_done()) {
-      // Nothing sent yet (the header waits for its first body piece): the client can be told.
-      rec.error = "upstream_reset";
-      observability::logger("http")->warn("conn={} req={} upstream {} sent a bad body: {}",
-                                          c.conn_id, rec.req_id, rec.upstream, ec.message());
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return out;
-    }
     if (ec) {
-      // The backend died mid-response: the client cannot be told by a status any more, only by
-      // an incomplete message, so its connection is closed.
-      rec.error = ec == beast::error::timeout ? "upstream_timeout" : "upstream_reset";
-      observability::logger("http")->warn(
-          "conn={} req={} upstream {} failed mid-response after {} bytes: {}", c.conn_id,
-          rec.req_id, rec.upstream, rec.bytes_out, ec.message());
+      co_await body_read_failed(x, ec, rs.is_header_done());
       co_return out;
     }
     const std::size_t got = rchunk - res.body().size;

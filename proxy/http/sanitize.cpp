@@ -119,6 +119,26 @@ constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
 // case-insensitive tokens), read once per message: the pass then compares each field name
 // with a few tokens instead of searching the fields for Connection again per field. More
 // tokens than fit are read again from the fields (`overflow`), never dropped.
+// Calls fn(token) for each connection option the Connection fields list (comma-separated,
+// optional whitespace trimmed, empty elements skipped) until fn returns true; returns whether
+// one did.
+template <class Fn>
+bool any_connection_token(const bhttp::fields& f, Fn&& fn) noexcept {
+  const auto range = f.equal_range(field::connection);
+  for (auto it = range.first; it != range.second; ++it) {
+    std::string_view rest = it->value();
+    while (!rest.empty()) {
+      const std::size_t comma = rest.find(',');
+      std::string_view token = rest.substr(0, comma);
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      while (!token.empty() && is_ows(token.front())) token.remove_prefix(1);
+      while (!token.empty() && is_ows(token.back())) token.remove_suffix(1);
+      if (!token.empty() && fn(token)) return true;
+    }
+  }
+  return false;
+}
+
 struct connection_options {
   static constexpr std::size_t max_tokens = 8;
   std::array<std::string_view, max_tokens> tokens{};
@@ -126,23 +146,11 @@ struct connection_options {
   bool overflow = false;
 
   explicit connection_options(const bhttp::fields& f) noexcept {
-    const auto range = f.equal_range(field::connection);
-    for (auto it = range.first; it != range.second; ++it) {
-      std::string_view rest = it->value();
-      while (!rest.empty()) {
-        const std::size_t comma = rest.find(',');
-        std::string_view token = rest.substr(0, comma);
-        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-        while (!token.empty() && is_ows(token.front())) token.remove_prefix(1);
-        while (!token.empty() && is_ows(token.back())) token.remove_suffix(1);
-        if (token.empty()) continue;
-        if (count == max_tokens) {
-          overflow = true;
-          return;
-        }
-        tokens[count++] = token;
-      }
-    }
+    overflow = any_connection_token(f, [this](std::string_view token) {
+      if (count == max_tokens) return true;
+      tokens[count++] = token;
+      return false;
+    });
   }
 
   // True when a Connection field lists `name` as a connection option.
@@ -156,19 +164,8 @@ struct connection_options {
 
   // The slow path for a Connection list longer than max_tokens: every token, from the fields.
   static bool named_by_connection(const bhttp::fields& f, std::string_view name) noexcept {
-    const auto range = f.equal_range(field::connection);
-    for (auto it = range.first; it != range.second; ++it) {
-      std::string_view rest = it->value();
-      while (!rest.empty()) {
-        const std::size_t comma = rest.find(',');
-        std::string_view token = rest.substr(0, comma);
-        rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
-        while (!token.empty() && is_ows(token.front())) token.remove_prefix(1);
-        while (!token.empty() && is_ows(token.back())) token.remove_suffix(1);
-        if (!token.empty() && boost::beast::iequals(token, name)) return true;
-      }
-    }
-    return false;
+    return any_connection_token(
+        f, [name](std::string_view token) { return boost::beast::iequals(token, name); });
   }
 };
 
