@@ -45,8 +45,12 @@ net::awaitable<void> accept_loop(io_thread& t, tcp::acceptor& acc, const listene
     auto [ec, socket] = co_await acc.async_accept(use_tuple);
     if (ec) {
       if (ec == net::error::operation_aborted || !acc.is_open()) co_return;
-      // Out of descriptors or memory: say so and breathe, rather than spin.
-      log.error("accept failed: {}", ec.message());
+      // Out of descriptors or memory: say so (at most once a second, counted) and breathe,
+      // rather than spin.
+      if (env.ops != nullptr)
+        env.ops->accept_failed(ec);
+      else
+        log.error("accept failed: {}", ec.message());
       backoff.expires_after(std::chrono::milliseconds(50));
       co_await backoff.async_wait(use_tuple);
       continue;

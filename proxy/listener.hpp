@@ -14,6 +14,7 @@
 #include "http/metrics.hpp"
 #include "http/runtime.hpp"
 #include "io_thread.hpp"
+#include "operations.hpp"
 #include "tls/edge.hpp"
 
 namespace cbagate {
@@ -23,6 +24,7 @@ struct listener_env {
   const std::atomic<std::shared_ptr<const http::runtime>>& runtime;  // the current one
   http::metrics& metrics;  // connections_active (server.max_connections), connections_total
   tls::edge& edge;         // before TLS: the PROXY header, the per-address limits
+  operations* ops = nullptr;  // accept errors: counted, logged at most once a second
 };
 
 /**

@@ -31,6 +31,7 @@
 #include "observability/access_log.hpp"
 #include "observability/log.hpp"
 #include "observability/metrics.hpp"
+#include "operations.hpp"
 #include "revocation/checker.hpp"
 #include "service_notify.hpp"
 #include "tls/edge.hpp"
@@ -199,6 +200,7 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
     if (!directory::options_from_config(*cfg, so, error)) return nullptr;
     rt->directory = std::make_shared<directory::service>(std::move(so), &registry);
   }
+  rt->routes_metrics = std::make_shared<const http::route_metrics>(registry, cfg->routes);
   bool any_tls_upstream = false;
   for (const auto& s : cfg->upstream.servers) any_tls_upstream |= s.tls;
   std::string uerr;
@@ -328,6 +330,8 @@ class server {
     apply_ticket_keys(*cfg, std::move(keys), *ticket_keys_);
     runtime_.store(rt);
     publish_revocation(*rt);
+    operations::raise_descriptor_limit();
+    ops_.running(*cfg, false);
 
     unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) {
@@ -355,12 +359,17 @@ class server {
     // as it sees the file must get a reload or a drain, not the default action (termination).
     net::io_context main_ioc{1};
     net::signal_set signals(main_ioc, SIGHUP, SIGTERM, SIGINT);
+    signals.add(SIGUSR1);  // reopen both logs (logrotate), like nginx
     std::function<void()> arm;
     arm = [&] {
       signals.async_wait([&](error_code ec, int sig) {
         if (ec) return;
         if (sig == SIGHUP) {
           reload();
+          operations::reopen_logs(*cfg_.load(), access_log_.get());
+          arm();
+        } else if (sig == SIGUSR1) {
+          operations::reopen_logs(*cfg_.load(), access_log_.get());
           arm();
         } else {
           drain();
@@ -373,6 +382,10 @@ class server {
     net::steady_timer watch(main_ioc);
     watch_ = &watch;
     arm_watch();
+    // The certificate and CRL lifetime warnings (issue 13): on this (main) thread too.
+    net::steady_timer tick(main_ioc);
+    tick_ = &tick;
+    arm_tick();
     net::steady_timer drain_notice(main_ioc);
     drain_notice_ = &drain_notice;
     write_ready_file();
@@ -386,6 +399,7 @@ class server {
     std::thread admin_thread([this] { admin_ioc_.run(); });
     main_ioc.run();  // returns after drain() has stopped the signal wait and the watch
     watch_ = nullptr;
+    tick_ = nullptr;
     drain_notice_ = nullptr;
     for (auto& t : threads) t.join();
     admin_ioc_.stop();
@@ -522,15 +536,26 @@ class server {
     cfg_.store(cfg);
     runtime_.store(rt);  // new connections get it; live ones keep theirs
     publish_revocation(*rt);  // ... but their next request is checked against the new CRLs
-    if (auto r = access_log_->reopen(); !r)
-      log.error("reload: access log {}: {}", cfg->access_log.path, r.error().message());
     log.info("reload: configuration {} loaded", options_.config_path);
     reloads_.inc("ok");
+    ops_.running(*cfg, true);  // lifetimes of the new files (reads them: after the count)
+  }
+
+  // Once a minute: the certificate and CRL warnings that came due (7 days, 1 day, past).
+  void arm_tick() {
+    if (tick_ == nullptr || draining_.load()) return;
+    tick_->expires_after(std::chrono::seconds(60));
+    tick_->async_wait([this](error_code ec) {
+      if (ec || draining_.load()) return;
+      ops_.tick();
+      arm_tick();
+    });
   }
 
   void drain() {
     if (draining_.exchange(true)) return;
     if (watch_ != nullptr) watch_->cancel();  // main_ioc.run() may return
+    if (tick_ != nullptr) tick_->cancel();
     if (admin_) admin_->set_draining(true);  // /readyz says "draining" to the balancer
     service::stopping("draining");
     // Behind a balancer: /readyz answers 503 for timeouts.drain_notice while the listeners still
@@ -629,11 +654,13 @@ class server {
   std::vector<file_stamp> watched_;               // main thread only
   net::steady_timer* watch_ = nullptr;            // main thread only
   net::steady_timer* drain_notice_ = nullptr;     // main thread only
+  net::steady_timer* tick_ = nullptr;             // main thread only
   tls::edge edge_{registry_};                     // after registry_: PROXY header, per-address limits
+  operations ops_{registry_};                     // after registry_: it registers metrics
   std::shared_ptr<tls::ticket_key_store> ticket_keys_ = std::make_shared<tls::ticket_key_store>();
   std::atomic<std::shared_ptr<const config::snapshot>> cfg_;
   std::atomic<std::shared_ptr<const http::runtime>> runtime_;
-  listener_env listeners_{runtime_, metrics_, edge_};  // what the accept loops read
+  listener_env listeners_{runtime_, metrics_, edge_, &ops_};  // what the accept loops read
   std::unique_ptr<observability::access_log> access_log_;
   std::vector<std::unique_ptr<io_thread>> workers_;
   std::vector<tcp::endpoint> bound_;

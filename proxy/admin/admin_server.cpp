@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <chrono>
 #include <exception>
 #include <list>
 
@@ -72,6 +73,9 @@ struct admin_state {
   std::list<beast::tcp_stream*> sessions;
   bool stopped = false;
   std::uint64_t next_conn_id = 1;
+  // Accept errors are logged at most once a second, with the count held back (issue 13).
+  std::chrono::steady_clock::time_point last_accept_log{};
+  std::uint64_t accept_suppressed = 0;
 };
 
 }  // namespace detail
@@ -190,7 +194,19 @@ net::awaitable<void> accept_loop(state_ptr st) {
     if (ec) {
       // EMFILE/ENFILE/ENOBUFS: back off instead of spinning; the loop ends once stop() closed
       // the acceptor.
-      st->log->warn("admin: accept failed: {}; retrying", ec.message());
+      // Logged at most once a second (out of descriptors, every retry fails).
+      const auto now = std::chrono::steady_clock::now();
+      if (now - st->last_accept_log < std::chrono::seconds(1)) {
+        ++st->accept_suppressed;
+      } else {
+        st->last_accept_log = now;
+        if (st->accept_suppressed > 0)
+          st->log->warn("admin: accept failed: {}; retrying ({} more in the last second)",
+                        ec.message(), st->accept_suppressed);
+        else
+          st->log->warn("admin: accept failed: {}; retrying", ec.message());
+        st->accept_suppressed = 0;
+      }
       net::steady_timer timer(st->strand, accept_retry_delay);
       co_await timer.async_wait(use_tuple);
       continue;

@@ -11,6 +11,7 @@
 #include "delegation/kerberos.hpp"
 #include "directory/service.hpp"
 #include "http/metrics.hpp"
+#include "http/route_metrics.hpp"
 #include "identity/verifier.hpp"
 #include "observability/access_log.hpp"
 #include "revocation/checker.hpp"
@@ -61,6 +62,8 @@ struct runtime {
   std::shared_ptr<const revocation_current> revocation;
   revocation::checker* revocation_checker = nullptr;  // process-wide, owned by the server
   revocation_live* revocation_now = nullptr;          // process-wide, owned by the server
+  /** Per-route response counters and duration histograms (issue 13); null = none. */
+  std::shared_ptr<const route_metrics> routes_metrics;
 };
 
 /** What a session registers with its I/O thread so that a drain can reach it. */

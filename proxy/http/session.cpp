@@ -645,11 +645,13 @@ bool finish(connection& c, request& rq, bool keep) {
   // Copied only now (a held request keeps no copy of the certificate's strings) and only for
   // the access log (metrics do not read them).
   if (c.id.presented && access_logging(c)) {
+    rec.cert_subject = c.id.subject;
     rec.cert_serial = c.id.serial;
     rec.cert_issuer = c.id.issuer;
     rec.cert_sha256 = c.id.sha256;
   }
   c.rt.metrics->observe(rec);
+  if (c.rt.routes_metrics) c.rt.routes_metrics->observe(rec);
   if (c.rt.access_log) c.rt.access_log->write(rec);
   return keep;
 }
@@ -746,6 +748,7 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
         rec.sni = std::string(tls::server_context::server_name(stream.native_handle()));
         rec.error = std::string(r.code);
         rec.substatus = r.substatus;
+        rec.cert_subject = id.subject;
         rec.cert_issuer = id.issuer;
         rec.cert_serial = id.serial;
         rec.cert_sha256 = id.sha256;

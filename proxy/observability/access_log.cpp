@@ -126,6 +126,7 @@ void access_log::render_into(std::string& out, const access_record& r, bool log_
       out += "null";
     }
   }
+  str("cert_subject", r.cert_subject, max_issuer_bytes);
   str("cert_serial", r.cert_serial);
   str("cert_issuer", r.cert_issuer, max_issuer_bytes);
   str("cert_sha256", r.cert_sha256);

@@ -32,6 +32,7 @@ struct access_record {
   std::string query;  ///< the raw query without '?', "" when absent
   std::string route;  ///< the matched route prefix, "" when none
   std::optional<std::string> upn;  ///< the mapped UPN; written only when log_upn is on
+  std::string cert_subject;  ///< RFC 2253 subject of the presented leaf (accepted or refused)
   std::string cert_serial;  ///< hex, "" without a certificate
   std::string cert_issuer;
   std::string cert_sha256;  ///< full hex SHA-256 of the leaf certificate
@@ -62,7 +63,7 @@ struct access_record {
  *   {"time":"2024-05-01T12:00:00.123Z","conn_id":1,"req_id":3,"client":"192.0.2.1:50000",
  *    "sni":"mail.example.com","tls_version":"TLSv1.3","tls_resumed":false,"method":"POST",
  *    "path":"/Microsoft-Server-ActiveSync","query":"Cmd=Ping&User=redacted&DeviceId=ABC",
- *    "route":"/Microsoft-Server-ActiveSync","upn":"alice@corp.example","cert_serial":"01",...,
+ *    "route":"/Microsoft-Server-ActiveSync","upn":"alice@corp.example","cert_subject":"CN=Alice","cert_serial":"01",...,
  *    "status":200,"substatus":0,"error":"","bytes_in":120,"bytes_out":30,
  *    "upstream":"https://ex1:443","upstream_conn":"reused","upstream_status":200,"total_us":1234,
  *    "upstream_connect_us":-1,"upstream_first_byte_us":800,"delegation_us":-1,
@@ -77,7 +78,7 @@ struct access_record {
  *
  * Escaping: quotes, backslash, control characters and DEL are escaped and invalid UTF-8 becomes
  * U+FFFD, so a line always parses. Truncation (on a character boundary): path 2048 bytes,
- * cert_issuer 1024, every other string 256.
+ * cert_subject and cert_issuer 1024, every other string 256.
  *
  * Buffering: write() appends the line to an in-memory buffer (one per group of I/O threads, picked
  * by thread id, so a connection's lines keep their order) and returns; one writer thread writes

@@ -181,7 +181,7 @@ const registry::series* registry::find_or_add_family(std::string_view name, std:
     return nullptr;
   }
   by_name_.emplace(key, families_.size());
-  families_.push_back(family{key, std::string(help), type, {}});
+  families_.push_back(family{key, std::string(help), type, {}, {}});
   fam = &families_.back();
   return nullptr;
 }
@@ -246,6 +246,14 @@ labeled_counter& registry::add_labeled_counter(std::string_view name, std::strin
   return labeled_.emplace_back(labeled_counter(std::move(values), std::move(members), other));
 }
 
+void registry::add_sampled_gauge(std::string_view name, std::string_view help,
+                                 std::function<std::vector<sample>()> collect) {
+  const std::lock_guard lock(mutex_);
+  family* fam = nullptr;
+  find_or_add_family(name, help, kind::sampled, {}, fam);
+  fam->collect = std::move(collect);
+}
+
 std::string registry::render() const {
   std::string out;
   const std::lock_guard lock(mutex_);
@@ -263,6 +271,21 @@ std::string registry::render() const {
       case kind::counter: out += " counter\n"; break;
       case kind::gauge: out += " gauge\n"; break;
       case kind::histogram: out += " histogram\n"; break;
+      case kind::sampled: out += " gauge\n"; break;
+    }
+    if (fam.type == kind::sampled && fam.collect) {
+      for (const sample& smp : fam.collect()) {
+        std::string rendered;
+        try {
+          rendered = render_labels(fam.name, smp.labels, false);
+        } catch (const std::invalid_argument&) {
+          continue;  // a bad label name is a programming error; never fail the scrape for it
+        }
+        append_series_name(out, fam.name, "", rendered);
+        out.push_back(' ');
+        append_double(out, smp.value);
+        out.push_back('\n');
+      }
     }
     for (const auto& s : fam.members) {
       if (const auto* c = std::get_if<counter*>(&s.metric)) {

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -144,11 +145,27 @@ class registry {
                                        std::string_view label, std::vector<std::string> values,
                                        label_set labels = {});
 
+  /** One series of a sampled family: its labels and its value at scrape time. */
+  struct sample {
+    label_set labels;
+    double value = 0;
+  };
+  /**
+   * A gauge family whose series are computed at each scrape by `collect` (certificate lifetimes
+   * by subject, process RSS): for values that live elsewhere and label sets known only at run
+   * time, bounded by the configuration (never by what clients send). `collect` runs under the
+   * registry's lock on the scraping thread: it must be cheap, thread-safe and must not call the
+   * registry. A family with no sample renders its HELP and TYPE only. Registering the same name
+   * again replaces the callback (a reload).
+   */
+  void add_sampled_gauge(std::string_view name, std::string_view help,
+                         std::function<std::vector<sample>()> collect);
+
   /** The Prometheus text exposition (format 0.0.4) of every series. */
   std::string render() const;
 
  private:
-  enum class kind { counter, gauge, histogram };
+  enum class kind { counter, gauge, histogram, sampled };
   using metric_ptr = std::variant<counter*, gauge*, histogram*>;
   struct series {
     std::string labels;  // rendered, without braces: a="1",b="2"
@@ -159,6 +176,7 @@ class registry {
     std::string help;
     kind type;
     std::vector<series> members;
+    std::function<std::vector<sample>()> collect;  // kind::sampled only
   };
 
   // Finds or creates the family; returns the existing series of these labels, or null.

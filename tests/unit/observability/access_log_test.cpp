@@ -32,6 +32,7 @@ obs::access_record sample() {
   r.query = "Cmd=Ping&User=alice&DeviceId=ABC123&DeviceType=iPhone";
   r.route = "/Microsoft-Server-ActiveSync";
   r.upn = "alice@corp.example";
+  r.cert_subject = "CN=Alice,O=Corp";
   r.cert_serial = "1a2b";
   r.cert_issuer = "CN=Corp Issuing CA";
   r.cert_sha256 = std::string(64, 'f');
@@ -93,7 +94,7 @@ TEST_CASE("access_log: line parses back with every field") {
   const auto o = parse_line(obs::access_log::render_json(sample(), true));
   const std::vector<std::string> keys{
       "time", "conn_id", "req_id", "client", "sni", "tls_version", "tls_resumed", "method",
-      "path", "query", "route", "upn", "cert_serial", "cert_issuer", "cert_sha256", "status",
+      "path", "query", "route", "upn", "cert_subject", "cert_serial", "cert_issuer", "cert_sha256", "status",
       "substatus", "error", "bytes_in", "bytes_out", "upstream", "upstream_conn", "upstream_status", "total_us",
       "upstream_connect_us", "upstream_first_byte_us", "delegation_us", "user_agent", "extra"};
   CHECK(o.size() == keys.size());
@@ -108,6 +109,7 @@ TEST_CASE("access_log: line parses back with every field") {
   CHECK(o.at("query").as_string() == "Cmd=Ping&User=alice&DeviceId=ABC123&DeviceType=iPhone");
   CHECK(o.at("upn").as_string() == "alice@corp.example");
   CHECK(o.at("cert_sha256").as_string() == std::string(64, 'f'));
+  CHECK(o.at("cert_subject").as_string() == "CN=Alice,O=Corp");
   CHECK(o.at("status").to_number<int>() == 200);
   CHECK(o.at("bytes_out").to_number<std::uint64_t>() == 4096);
   CHECK(o.at("upstream_first_byte_us").to_number<std::int64_t>() == 900);

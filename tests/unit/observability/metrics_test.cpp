@@ -131,3 +131,33 @@ TEST_CASE("metrics: bad names, type clashes and bad bounds are rejected at regis
   CHECK_THROWS_AS(reg.add_gauge("clash", ""), std::invalid_argument);
   CHECK(reg.render() == "# TYPE clash counter\nclash 0\n");
 }
+
+TEST_CASE("metrics: a sampled gauge family is computed at each scrape, labels escaped") {
+  obs::registry reg;
+  int calls = 0;
+  reg.add_sampled_gauge("cbagate_certificate_expiry_seconds", "Seconds until notAfter", [&] {
+    ++calls;
+    return std::vector<obs::registry::sample>{
+        {{{"kind", "server"}, {"subject", "CN=mail \"x\""}}, 86400.5},
+        {{{"kind", "client_ca"}, {"subject", "CN=Root"}}, -3.0},
+    };
+  });
+  const std::string text = reg.render();
+  CHECK(calls == 1);
+  CHECK(text ==
+        "# HELP cbagate_certificate_expiry_seconds Seconds until notAfter\n"
+        "# TYPE cbagate_certificate_expiry_seconds gauge\n"
+        "cbagate_certificate_expiry_seconds{kind=\"server\",subject=\"CN=mail \\\"x\\\"\"} 86400.5\n"
+        "cbagate_certificate_expiry_seconds{kind=\"client_ca\",subject=\"CN=Root\"} -3\n");
+  reg.render();
+  CHECK(calls == 2);
+  // Registering again replaces the callback (a reload); a bad label name drops that series only.
+  reg.add_sampled_gauge("cbagate_certificate_expiry_seconds", "ignored", [] {
+    return std::vector<obs::registry::sample>{{{{"bad-label", "x"}}, 1}, {{}, 2}};
+  });
+  CHECK(reg.render() ==
+        "# HELP cbagate_certificate_expiry_seconds Seconds until notAfter\n"
+        "# TYPE cbagate_certificate_expiry_seconds gauge\n"
+        "cbagate_certificate_expiry_seconds 2\n");
+  CHECK(calls == 2);
+}
