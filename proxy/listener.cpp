@@ -65,6 +65,7 @@ net::awaitable<void> accept_loop(io_thread& t, tcp::acceptor& acc, const listene
     // The upstream pool of this thread belongs to one runtime: a reload starts a new one.
     if (t.state.pool_runtime != rt.get()) {
       t.state.pool = std::make_shared<upstream::pool>(t.ioc.get_executor(), rt->cfg, rt->upstream_tls);
+      t.state.pool->set_health(rt->health);
       t.state.pool_runtime = rt.get();
     }
     net::co_spawn(t.ioc, admit_and_serve(std::move(socket), std::move(rt), t.state, env.edge),

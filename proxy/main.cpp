@@ -139,5 +139,5 @@ int main(int argc, char** argv) {
   if (pre.kerberos_ticket_expires != 0)
     log.info("kerberos: ticket for {} acquired with keytab {} (expires {})", cfg.kerberos.principal,
              cfg.kerberos.keytab, cbagate::tls::relative(pre.kerberos_ticket_expires, now));
-  return cbagate::run_server(loaded.value, {config_path, ready_file});
+  return cbagate::run_server(loaded.value, {config_path, ready_file, pre.kerberos});
 }

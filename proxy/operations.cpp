@@ -33,7 +33,8 @@ operations::operations(observability::registry& r)
   lifetimes_.register_metrics(r);
 }
 
-void operations::running(const config::snapshot& cfg, bool reload) {
+void operations::running(const config::snapshot& cfg, bool reload,
+                         const delegation::credential_result* initial) {
   const std::int64_t now = unix_now();
   const tls::inspection files = tls::inspect(cfg, now);
   if (reload) {
@@ -41,7 +42,45 @@ void operations::running(const config::snapshot& cfg, bool reload) {
     for (const auto& w : files.warnings) observability::logger("main")->warn("reload: {}", w);
   }
   lifetimes_.update(files, now);
+  std::lock_guard lock(mutex_);
+  // Stale tls.crl files decide for everyone only when nothing else can: CRL checks that fail
+  // closed, without downloads from the certificates' CDPs (a fresh download would let users in).
+  crl_readiness_ = cfg.revocation.fail == config::fail_mode::closed && !cfg.tls.crl.empty() &&
+                   !cfg.revocation.fetch_cdp &&
+                   (!cfg.revocation.mode || *cfg.revocation.mode == config::revocation_mode::crl);
+  if (cfg.identity.mode != config::identity_mode::kerberos) {
+    kerberos_.reset();
+    return;
+  }
+  if (kerberos_) {
+    kerberos_->set_section(cfg.kerberos);
+    return;
+  }
+  delegation::credential_result start = initial ? *initial : delegation::credential_result{};
+  kerberos_ = std::make_unique<delegation::credential_probe>(
+      cfg.kerberos, std::move(start), std::chrono::seconds(30), std::chrono::seconds(600),
+      [](const delegation::credential_result& r) {
+        auto& log = *observability::logger("delegation");
+        if (r.ok())
+          log.info("kerberos: the proxy's credential is back (ticket expires {})",
+                   tls::relative(r.expires, unix_now()));
+        else
+          log.error("{}", r.error);
+      });
 }
+
+std::string operations::not_ready_reason() const {
+  std::lock_guard lock(mutex_);
+  if (kerberos_) {
+    if (std::string why = kerberos_->problem(); !why.empty()) return "no Kerberos credential: " + why;
+  }
+  if (crl_readiness_) {
+    if (std::string why = lifetimes_.every_issuer_blocked_by_stale_crls(unix_now()); !why.empty())
+      return why + " (revocation.fail = \"closed\")";
+  }
+  return {};
+}
+
 
 void operations::tick() {
   for (const std::string& w : lifetimes_.due(unix_now())) observability::logger("main")->warn("{}", w);

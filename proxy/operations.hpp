@@ -1,7 +1,8 @@
 #pragma once
 // Day-two operations of the running process (issue 13), kept out of server.cpp so that the
 // composition root only calls it: lifetimes of certificates and CRLs (gauges, warnings), process
-// metrics, log reopening, the descriptor limit, and rate-limited accept errors.
+// metrics, the Kerberos credential probe, readiness with its reason, log reopening, the
+// descriptor limit, and rate-limited accept errors.
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -12,6 +13,7 @@
 #include <boost/system/error_code.hpp>
 
 #include "config/snapshot.hpp"
+#include "delegation/credential_probe.hpp"
 #include "observability/access_log.hpp"
 #include "observability/metrics.hpp"
 #include "tls/lifetimes.hpp"
@@ -26,9 +28,19 @@ class operations {
   /**
    * A configuration is now running (start-up or an accepted reload): reads its files'
    * lifetimes (on reload: logs the load-time warnings, e.g. a CRL loaded stale; start-up's
-   * were logged by preflight).
+   * were logged by preflight), points the Kerberos probe at its keytab (starting the probe in
+   * Kerberos mode; `initial` is the start-up result of preflight), and remembers what
+   * readiness depends on.
    */
-  void running(const config::snapshot& cfg, bool reload);
+  void running(const config::snapshot& cfg, bool reload,
+               const delegation::credential_result* initial = nullptr);
+
+  /**
+   * Why the process should not get traffic now, "" when it should: stale CRLs blocking every
+   * issuing CA under fail closed, or no Kerberos credential. (Draining and upstream health are
+   * the caller's: it knows them.) Cheap; thread-safe.
+   */
+  std::string not_ready_reason() const;
 
   /** Periodic (about once a minute, main thread): logs the certificate and CRL warnings due. */
   void tick();
@@ -53,6 +65,9 @@ class operations {
   observability::counter& accept_errors_;
   std::atomic<std::int64_t> last_accept_log_ms_{0};
   std::atomic<std::uint64_t> accept_suppressed_{0};
+  mutable std::mutex mutex_;
+  bool crl_readiness_ = false;  // fail closed with CRL checks: stale CRLs can block everyone
+  std::unique_ptr<delegation::credential_probe> kerberos_;
 };
 
 }  // namespace cbagate

@@ -7,6 +7,7 @@
 #include "config/load.hpp"
 #include "delegation/kerberos.hpp"
 #include "directory/service.hpp"
+#include "http/error_pages.hpp"
 #include "identity/trust_audit.hpp"
 #include "identity/verifier.hpp"
 #include "revocation/checker.hpp"
@@ -67,6 +68,10 @@ preflight_result preflight(const config::snapshot& cfg, std::int64_t now) {
   }
   if (auto routes = routing::route_table::make(cfg.routes); !routes)
     r.errors.push_back("routing: " + routes.error().message());
+  {
+    std::string error;
+    if (!http::error_pages::load(cfg, error) && !error.empty()) r.errors.push_back(error);
+  }
   bool any_tls_upstream = false;
   for (const auto& s : cfg.upstream.servers) any_tls_upstream |= s.tls;
   if (any_tls_upstream) {

@@ -201,6 +201,15 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
     rt->directory = std::make_shared<directory::service>(std::move(so), &registry);
   }
   rt->routes_metrics = std::make_shared<const http::route_metrics>(registry, cfg->routes);
+  {
+    std::string perr;
+    rt->custom_pages = http::error_pages::load(*cfg, perr);
+    if (!perr.empty()) {
+      error = perr;
+      return nullptr;
+    }
+  }
+  rt->health = std::make_shared<upstream::health>(cfg->upstream, registry);
   bool any_tls_upstream = false;
   for (const auto& s : cfg->upstream.servers) any_tls_upstream |= s.tls;
   std::string uerr;
@@ -331,7 +340,7 @@ class server {
     runtime_.store(rt);
     publish_revocation(*rt);
     operations::raise_descriptor_limit();
-    ops_.running(*cfg, false);
+    ops_.running(*cfg, false, &options_.kerberos);
 
     unsigned n = cfg->server.threads ? cfg->server.threads : std::max(1u, std::thread::hardware_concurrency());
     for (unsigned i = 0; i < n; ++i) {
@@ -382,7 +391,10 @@ class server {
     net::steady_timer watch(main_ioc);
     watch_ = &watch;
     arm_watch();
-    // The certificate and CRL lifetime warnings (issue 13): on this (main) thread too.
+    // Backend health checks and the lifetime warnings (issue 13): on this (main) thread too,
+    // never an I/O thread; both end with the drain.
+    main_ioc_ = &main_ioc;
+    start_health(*rt);
     net::steady_timer tick(main_ioc);
     tick_ = &tick;
     arm_tick();
@@ -400,6 +412,7 @@ class server {
     main_ioc.run();  // returns after drain() has stopped the signal wait and the watch
     watch_ = nullptr;
     tick_ = nullptr;
+    main_ioc_ = nullptr;
     drain_notice_ = nullptr;
     for (auto& t : threads) t.join();
     admin_ioc_.stop();
@@ -421,6 +434,7 @@ class server {
               r.error().message();
       return false;
     }
+    admin_->set_readiness([this] { return not_ready_reason(); });
     admin_->start();
     return true;
   }
@@ -538,7 +552,25 @@ class server {
     publish_revocation(*rt);  // ... but their next request is checked against the new CRLs
     log.info("reload: configuration {} loaded", options_.config_path);
     reloads_.inc("ok");
-    ops_.running(*cfg, true);  // lifetimes of the new files (reads them: after the count)
+    ops_.running(*cfg, true);  // lifetimes, Kerberos probe, readiness (after the count)
+    start_health(*rt);
+  }
+
+  // Why /readyz should say "not ready" ("" = ready; draining is the admin server's own).
+  std::string not_ready_reason() const {
+    if (auto rt = runtime_.load(); rt && rt->health) {
+      if (std::string why = rt->health->problem(); !why.empty()) return why;
+    }
+    return ops_.not_ready_reason();
+  }
+
+  // The active checks of a runtime's upstream servers; those of the previous runtime stop.
+  void start_health(const http::runtime& rt) {
+    if (health_stop_) health_stop_->store(true);
+    health_stop_ = std::make_shared<std::atomic<bool>>(false);
+    if (main_ioc_ == nullptr || !rt.health || draining_.load()) return;
+    net::co_spawn(*main_ioc_, upstream::health::run_checks(rt.health, rt.upstream_tls, health_stop_),
+                  net::detached);
   }
 
   // Once a minute: the certificate and CRL warnings that came due (7 days, 1 day, past).
@@ -556,6 +588,7 @@ class server {
     if (draining_.exchange(true)) return;
     if (watch_ != nullptr) watch_->cancel();  // main_ioc.run() may return
     if (tick_ != nullptr) tick_->cancel();
+    if (health_stop_) health_stop_->store(true);
     if (admin_) admin_->set_draining(true);  // /readyz says "draining" to the balancer
     service::stopping("draining");
     // Behind a balancer: /readyz answers 503 for timeouts.drain_notice while the listeners still
@@ -655,6 +688,8 @@ class server {
   net::steady_timer* watch_ = nullptr;            // main thread only
   net::steady_timer* drain_notice_ = nullptr;     // main thread only
   net::steady_timer* tick_ = nullptr;             // main thread only
+  net::io_context* main_ioc_ = nullptr;           // main thread only
+  std::shared_ptr<std::atomic<bool>> health_stop_;  // of the running health checks
   tls::edge edge_{registry_};                     // after registry_: PROXY header, per-address limits
   operations ops_{registry_};                     // after registry_: it registers metrics
   std::shared_ptr<tls::ticket_key_store> ticket_keys_ = std::make_shared<tls::ticket_key_store>();

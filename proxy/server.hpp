@@ -6,12 +6,14 @@
 #include <string>
 
 #include "config/snapshot.hpp"
+#include "delegation/keytab.hpp"
 
 namespace cbagate {
 
 struct server_options {
   std::string config_path;  // reloaded from here on SIGHUP
   std::string ready_file;   // "" = none; else JSON with the bound addresses once listening
+  delegation::credential_result kerberos;  // the start-up AS exchange (preflight), Kerberos mode
 };
 
 /**

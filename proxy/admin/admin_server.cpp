@@ -66,6 +66,7 @@ struct admin_state {
   std::function<bool()> ready;
   std::function<std::string()> config_json;
   std::function<std::string()> certs_json;
+  std::function<std::string()> not_ready_reason;  // set before start(); empty = use `ready`
   admin_options options;
   std::shared_ptr<spdlog::logger> log;
   std::atomic<bool> draining{false};
@@ -153,7 +154,7 @@ net::awaitable<void> run_session(state_ptr st, tcp::socket socket, std::uint64_t
 
     const auto& req = parser.get();
     const endpoint_sources src{st->registry, st->ready, st->config_json, st->certs_json,
-                               st->draining.load(std::memory_order_relaxed)};
+                               st->draining.load(std::memory_order_relaxed), &st->not_ready_reason};
     reply r = answer(req.method_string(), req.target(), src);
     // A body we do not read would be parsed as the next request: answer, then close.
     const bool keep_alive = req.keep_alive() && parser.is_done() && !st->stopped;
@@ -321,6 +322,10 @@ void admin_server::stop() {
       s->close();
     }
   });
+}
+
+void admin_server::set_readiness(std::function<std::string()> reason) {
+  state_->not_ready_reason = std::move(reason);
 }
 
 void admin_server::set_draining(bool draining) noexcept {

@@ -96,6 +96,13 @@ class admin_server {
    */
   void stop();
 
+  /**
+   * Makes /readyz answer from `reason` ("" = ready, else 503 "not ready: <reason>") instead of
+   * the ready callback. Call before start(); `reason` runs on the admin strand: cheap,
+   * non-blocking, thread-safe.
+   */
+  void set_readiness(std::function<std::string()> reason);
+
   /** While set, /readyz answers 503 "draining" whatever the ready callback says. Thread-safe. */
   void set_draining(bool draining) noexcept;
 

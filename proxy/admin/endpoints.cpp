@@ -39,6 +39,10 @@ reply dispatch(std::string_view method, std::string_view path, const endpoint_so
     if (src.draining) {
       return text(503, "draining\n");
     }
+    if (src.not_ready_reason != nullptr && *src.not_ready_reason) {
+      const std::string why = (*src.not_ready_reason)();
+      return why.empty() ? text(200, "ready\n") : text(503, "not ready: " + why + "\n");
+    }
     const bool ready = src.ready && src.ready();
     return ready ? text(200, "ready\n") : text(503, "not ready\n");
   }

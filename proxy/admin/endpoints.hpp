@@ -19,6 +19,8 @@ struct endpoint_sources {
   const std::function<std::string()>& config_json;  ///< redacted configuration, JSON
   const std::function<std::string()>& certs_json;   ///< certificates and their expiry, JSON
   bool draining = false;
+  /// Why the process is not ready ("" = ready); when set, it decides /readyz instead of `ready`.
+  const std::function<std::string()>* not_ready_reason = nullptr;
 };
 
 /** A local reply of the admin listener. */
@@ -35,7 +37,8 @@ inline constexpr std::string_view json_content_type = "application/json";
 /**
  * Answers one admin request. The query string is ignored; paths match exactly.
  *   GET /healthz -> 200 "ok"                       (the process is alive)
- *   GET /readyz  -> 200 "ready", 503 "draining" (draining wins), 503 "not ready"
+ *   GET /readyz  -> 200 "ready", 503 "draining" (draining wins), 503 "not ready", or with
+ *                   not_ready_reason: 503 "not ready: <reason>"
  *   GET /metrics -> 200 registry.render(), metrics_content_type
  *   GET /config  -> 200 config_json(), or 404 when the callback is empty
  *   GET /certs   -> 200 certs_json(), or 404 when the callback is empty

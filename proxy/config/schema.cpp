@@ -83,6 +83,29 @@ void apply_route_prefix(cursor& c) {
   routes[c.index()].prefix = std::move(prefix);
 }
 
+// [errors]: one row per status cbagate answers itself (http/local_reply.cpp's table).
+template <unsigned Status>
+void apply_error_page(cursor& c) {
+  c.snap().errors.pages[Status] = c.input_file();
+}
+
+constexpr std::string_view error_page_doc =
+    "Custom page for this status, instead of the built-in text (cbagate's own answers only; "
+    "a backend's pages pass unchanged). Read at start and reload, at most 64 KiB; .html/.htm "
+    "is sent as text/html, others as text/plain. {{status}}, {{code}}, {{text}} and "
+    "{{request_id}} are replaced; {{request_id}} is required.";
+constexpr std::string_view error_page_constraint =
+    "a readable file containing {{request_id}}; relative to this file's directory";
+
+void apply_route_redirect(cursor& c) {
+  const std::string& v = c.string();
+  bool ok = v.empty() || (v.front() == '/' && !v.starts_with("//")) || v.starts_with("https://");
+  for (const char ch : v)
+    ok = ok && static_cast<unsigned char>(ch) > 0x20 && ch != 0x7f && ch != '\\';
+  if (!ok) c.error("must be \"\", a path starting with \"/\" or an https:// URL, without spaces");
+  c.snap().routes[c.index()].redirect = v;
+}
+
 void apply_proxy_protocol_from(cursor& c) {
   std::vector<cidr> out;
   for (std::size_t i = 0; i < c.items().size(); ++i) {
@@ -756,6 +779,45 @@ constexpr schema_row rows[] = {
      .doc = "An idle pooled upstream connection is closed after this long, in seconds.",
      .max = one_day,
      .apply = [](cursor& c) { c.snap().upstream.idle_timeout = c.seconds(); }},
+    // Backend health (issue 13, upstream/health.hpp).
+    {.key = "upstream.health_check", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\" or a path starting with \"/\" (no space or control character)",
+     .doc = "Active health check: every health_interval a GET of this path on each server "
+            "(e.g. \"/owa/healthcheck.htm\"); 2xx/3xx passes. Exchange answers 503 there in "
+            "maintenance (ServerWideOffline). \"\" = no active checks.",
+     .apply = [](cursor& c) {
+       const std::string& p = c.string();
+       bool ok = p.empty() || (p.front() == '/' && !p.starts_with("//"));
+       for (const char ch : p) ok = ok && static_cast<unsigned char>(ch) > 0x20 && ch != 0x7f;
+       if (!ok) c.error("must be \"\" or a path starting with \"/\" without spaces");
+       c.snap().upstream.health_check = p;
+     }},
+    {.key = "upstream.health_interval", .kind = value_kind::duration, .default_text = "\"10s\"",
+     .doc = "Time between two active checks of a server.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().upstream.health_interval = c.seconds(); }},
+    {.key = "upstream.health_timeout", .kind = value_kind::duration, .default_text = "\"5s\"",
+     .doc = "Deadline of one active check (connect, TLS, request, response header).",
+     .max = 600,
+     .apply = [](cursor& c) { c.snap().upstream.health_timeout = c.seconds(); }},
+    {.key = "upstream.healthy_threshold", .kind = value_kind::integer, .default_text = "2",
+     .doc = "Active checks passed in a row that bring an ejected server back.",
+     .min = 1, .max = 100,
+     .apply = [](cursor& c) { c.snap().upstream.healthy_threshold = c.integer<unsigned>(); }},
+    {.key = "upstream.unhealthy_threshold", .kind = value_kind::integer, .default_text = "2",
+     .doc = "Active checks failed in a row that take a server out of the rotation.",
+     .min = 1, .max = 100,
+     .apply = [](cursor& c) { c.snap().upstream.unhealthy_threshold = c.integer<unsigned>(); }},
+    {.key = "upstream.max_failures", .kind = value_kind::integer, .default_text = "5",
+     .doc = "Passive ejection: this many 5xx responses or connect failures in a row take a "
+            "server out of the rotation (back when the active checks pass, or after "
+            "ejection_time without them); 0 = off.",
+     .min = 0, .max = 10000,
+     .apply = [](cursor& c) { c.snap().upstream.max_failures = c.integer<unsigned>(); }},
+    {.key = "upstream.ejection_time", .kind = value_kind::duration, .default_text = "\"30s\"",
+     .doc = "Without active checks, a passively ejected server is tried again after this long.",
+     .max = one_day,
+     .apply = [](cursor& c) { c.snap().upstream.ejection_time = c.seconds(); }},
 
     // ---------------------------------------------------------------- [access_log]
     {.key = "access_log", .kind = value_kind::table,
@@ -853,6 +915,26 @@ constexpr schema_row rows[] = {
        if (!c.string().empty() && !is_valid_hsts(c.string(), why)) c.error(why);
        c.snap().routes[c.index()].hsts = c.string();
      }},
+    {.key = "route.redirect", .kind = value_kind::string, .default_text = "\"\"",
+     .constraint = "\"\", a path starting with \"/\" (not \"//\") or an https:// URL; no space, "
+                   "control character or \"\\\"",
+     .doc = "A request for exactly this route's prefix (with or without a trailing \"/\") gets "
+            "302 Found to this location, as IIS sends \"/\" to \"/owa\"; other paths under "
+            "the prefix get 404. Nothing is forwarded. \"\" = forward as usual.",
+     .apply = apply_route_redirect},
+
+    // ---------------------------------------------------------------- [errors]
+    {.key = "errors", .kind = value_kind::table,
+     .doc = "Custom error pages, by HTTP status, for the answers cbagate gives itself."},
+#define CBAGATE_ERROR_PAGE_ROW(S)                                                        \
+    {.key = "errors." #S, .kind = value_kind::string, .constraint = error_page_constraint, \
+     .doc = error_page_doc, .apply = apply_error_page<S>}
+    CBAGATE_ERROR_PAGE_ROW(400), CBAGATE_ERROR_PAGE_ROW(403), CBAGATE_ERROR_PAGE_ROW(404),
+    CBAGATE_ERROR_PAGE_ROW(405), CBAGATE_ERROR_PAGE_ROW(408), CBAGATE_ERROR_PAGE_ROW(413),
+    CBAGATE_ERROR_PAGE_ROW(414), CBAGATE_ERROR_PAGE_ROW(417), CBAGATE_ERROR_PAGE_ROW(431),
+    CBAGATE_ERROR_PAGE_ROW(500), CBAGATE_ERROR_PAGE_ROW(501), CBAGATE_ERROR_PAGE_ROW(502),
+    CBAGATE_ERROR_PAGE_ROW(503), CBAGATE_ERROR_PAGE_ROW(504),
+#undef CBAGATE_ERROR_PAGE_ROW
 };
 
 void write_wrapped(std::ostream& out, std::string_view text, std::string_view indent,

@@ -4,6 +4,7 @@
 // Every field maps to one row of the schema table (schema.cpp); names follow the TOML keys.
 // operator== compares every field (a reload can tell which sections changed).
 #include <chrono>
+#include <map>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -187,6 +188,14 @@ struct upstream_section {
   std::string server_name;                // SNI/hostname to verify, "" = the URL's host
   std::size_t max_idle_per_server = 64;
   seconds_f idle_timeout{60};
+  // Backend health (issue 13, upstream/health.hpp).
+  std::string health_check;               // path of an active check ("/owa/healthcheck.htm"), "" = off
+  seconds_f health_interval{10};
+  seconds_f health_timeout{5};
+  unsigned healthy_threshold = 2;         // passes in a row that bring a server back
+  unsigned unhealthy_threshold = 2;       // failures in a row that eject it
+  unsigned max_failures = 5;              // passive: 5xx or connect failures in a row; 0 = off
+  seconds_f ejection_time{30};            // passive ejection without active checks lasts this long
 
   bool operator==(const upstream_section&) const = default;
 };
@@ -234,6 +243,8 @@ struct route {
   std::uint64_t max_body_bytes = 0;       // 0 = limits.max_body_bytes
   seconds_f response_timeout{0};          // 0 = timeouts.upstream_response
   std::optional<fail_mode> revocation_fail{};  // absent = revocation.fail
+  // "" = forward; else the prefix itself gets 302 to this location, paths under it 404 (issue 13).
+  std::string redirect{};
   // Methods forwarded; others get 405 + Allow. Empty = the virtual directory's default
   // (routing/namespace.hpp: RPC_IN_DATA/RPC_OUT_DATA on /rpc, ...), none for other prefixes.
   std::vector<std::string> methods{};
@@ -243,6 +254,13 @@ struct route {
   std::string hsts{};                     // Strict-Transport-Security value, "" = none added
 
   bool operator==(const route&) const = default;
+};
+
+// [errors] (issue 13, http/error_pages.hpp): status -> page file, for cbagate's own answers.
+struct errors_section {
+  std::map<unsigned, std::string> pages;
+
+  bool operator==(const errors_section&) const = default;
 };
 
 struct snapshot {
@@ -260,6 +278,7 @@ struct snapshot {
   access_log_section access_log;
   log_section log;
   std::vector<route> routes;              // [[route]], in file order
+  errors_section errors;                  // [errors]: custom pages per status
 
   bool operator==(const snapshot&) const = default;
 };

@@ -84,4 +84,10 @@ boost::asio::awaitable<void> send_local(connection& c, observability::access_rec
                                         const local_reply_info& info, bool keep_alive,
                                         unsigned version = 11, std::string_view allow = {});
 
+/** 302 Found to a redirect route's location (route.redirect, issue 13): a constant of the
+ *  configuration, never request input. */
+boost::asio::awaitable<void> send_redirect(connection& c, observability::access_record& rec,
+                                           std::string_view location, bool keep_alive,
+                                           unsigned version = 11);
+
 }  // namespace cbagate::http

@@ -533,6 +533,8 @@ net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection
   exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}};
   if (!co_await send_request(x)) co_return outcome{};
   if (!co_await receive_response_header(x)) co_return outcome{};
+  // Passive health (issue 13): a 5xx counts against this server, anything else clears it.
+  if (c.rt.health) c.rt.health->report(uc.server, x.res_p->get().result_int() >= 500);
   co_return co_await relay_response(x);
 }
 

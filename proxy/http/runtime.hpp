@@ -10,6 +10,7 @@
 #include "config/snapshot.hpp"
 #include "delegation/kerberos.hpp"
 #include "directory/service.hpp"
+#include "http/error_pages.hpp"
 #include "http/metrics.hpp"
 #include "http/route_metrics.hpp"
 #include "identity/verifier.hpp"
@@ -17,6 +18,7 @@
 #include "revocation/checker.hpp"
 #include "routing/route_table.hpp"
 #include "tls/server_context.hpp"
+#include "upstream/health.hpp"
 #include "upstream/pool.hpp"
 
 namespace cbagate::http {
@@ -62,6 +64,10 @@ struct runtime {
   std::shared_ptr<const revocation_current> revocation;
   revocation::checker* revocation_checker = nullptr;  // process-wide, owned by the server
   revocation_live* revocation_now = nullptr;          // process-wide, owned by the server
+  /** Health of upstream.servers (issue 13); null = every server always usable. */
+  std::shared_ptr<upstream::health> health;
+  /** [errors]: custom pages for cbagate's own answers (issue 13); null = the built-in ones. */
+  std::shared_ptr<const error_pages> custom_pages;
   /** Per-route response counters and duration histograms (issue 13); null = none. */
   std::shared_ptr<const route_metrics> routes_metrics;
 };

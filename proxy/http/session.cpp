@@ -69,6 +69,7 @@ struct refusal {
   unsigned version = 11;
   std::string allow{};  // 405: the Allow header
   std::optional<local_reply_info> page{};  // a row of its own (certificate refusals), else r's
+  std::string_view location{};             // a redirect route: 302 to this (route.redirect)
 };
 using verdict = std::optional<refusal>;  // nullopt: on to the next phase
 
@@ -282,6 +283,14 @@ verdict route(connection& c, request& rq) {
     return refusal{reply::not_found, 0, rq.keep_after_refusal, rq.version()};
   }
   rec.route = rq.route->prefix;
+  if (!rq.route->redirect.empty()) {  // issue 13: "/" -> "/owa/"; nothing is forwarded
+    refusal out{reply::not_found, 0, rq.keep_after_refusal, rq.version()};
+    if (routing::is_redirect_target(*rq.route, rq.target->path))
+      out.location = rq.route->redirect;
+    else
+      rec.error = "no_route";
+    return out;
+  }
   // Methods (issue 10): a virtual directory forwards what Exchange uses there (RPC_IN_DATA and
   // RPC_OUT_DATA on /rpc), anything else gets 405 with Allow; a route without a list refuses
   // only methods we do not know (501).
@@ -669,7 +678,9 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
   if (!v) v = co_await delegate(c, rq);
   if (v) {
-    if (v->page)
+    if (!v->location.empty())
+      co_await send_redirect(c, rq.rec, v->location, v->keep, v->version);
+    else if (v->page)
       co_await send_local(c, rq.rec, *v->page, v->keep, v->version, v->allow);
     else
       co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);

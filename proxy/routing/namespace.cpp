@@ -100,4 +100,21 @@ bool passes_authorization(const config::route& r, bool forwards_identity) noexce
   return r.client_cert != config::route_cert_policy::require;
 }
 
+bool is_redirect_target(const config::route& r, std::string_view path) noexcept {
+  const std::string_view prefix = r.prefix;
+  auto same = [](std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      char x = a[i], y = b[i];
+      if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+      if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+      if (x != y) return false;
+    }
+    return true;
+  };
+  if (same(path, prefix)) return true;
+  return prefix != "/" && path.size() == prefix.size() + 1 && path.back() == '/' &&
+         same(path.substr(0, prefix.size()), prefix);
+}
+
 }  // namespace cbagate::routing

@@ -55,4 +55,11 @@ bool is_long_lived(std::string_view method, std::string_view request_type) noexc
  */
 bool passes_authorization(const config::route& r, bool forwards_identity) noexcept;
 
+/**
+ * Whether normalized `path` is the one a redirect route (route.redirect, issue 13) answers with
+ * 302: exactly its prefix, with or without one trailing "/" (case-insensitive, as matching is).
+ * Other paths under the prefix get 404.
+ */
+bool is_redirect_target(const config::route& r, std::string_view path) noexcept;
+
 }  // namespace cbagate::routing

@@ -2,6 +2,7 @@
 
 #include "common/error.hpp"
 #include "common/openssl_ptr.hpp"
+#include "upstream/health.hpp"
 
 #include <sys/socket.h>
 
@@ -187,7 +188,10 @@ net::awaitable<lease> pool::acquire(std::string key) {
       }
     }
     if (!c) break;
-    if (clock::now() - c->idle_since < cfg_->upstream.idle_timeout && looks_alive(c->tcp())) {
+    // An idle connection to a server taken out of the rotation is not reused (health.hpp).
+    const bool in_rotation = !health_ || health_->usable(c->server) || !health_->any_usable();
+    if (in_rotation && clock::now() - c->idle_since < cfg_->upstream.idle_timeout &&
+        looks_alive(c->tcp())) {
       result.conn = std::move(c);
       result.reused = true;
       co_return result;
@@ -203,10 +207,12 @@ net::awaitable<lease> pool::acquire(std::string key) {
   // "down" by then and must not be tried again in the second (that doubled the wait for a dead
   // backend and named it twice in the log).
   std::vector<bool> tried(n, false);
+  // Servers out of the rotation (health.hpp) count as down, unless none is in it.
+  const bool health_filter = health_ && health_->any_usable();
   for (int pass = 0; pass < 2 && !result.conn; ++pass) {
     for (std::size_t k = 0; k < n; ++k) {
       const std::size_t i = (first + k) % n;
-      const bool down = clock::now() < down_until_[i];
+      const bool down = clock::now() < down_until_[i] || (health_filter && !health_->usable(i));
       if ((pass == 0) == down || tried[i]) continue;
       tried[i] = true;
       auto c = std::make_unique<connection>(plain_stream(ex_), i, key, next_id_++);
@@ -218,6 +224,7 @@ net::awaitable<lease> pool::acquire(std::string key) {
         break;
       }
       down_until_[i] = clock::now() + down_period;
+      if (health_) health_->report(i, true);
       if (!result.detail.empty()) result.detail += "; ";
       result.detail += why;
     }

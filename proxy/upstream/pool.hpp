@@ -98,6 +98,8 @@ class client_tls {
   std::string server_name_;
 };
 
+class health;
+
 /** Per-I/O-thread pool over the configured servers. Not thread-safe by design. */
 class pool {
  public:
@@ -125,6 +127,11 @@ class pool {
   const config::upstream_server& server(std::size_t i) const { return cfg_->upstream.servers[i]; }
   std::size_t idle_count() const noexcept { return idle_.size(); }
 
+  /** New connections skip servers `h` reports unusable (all are tried when none is usable),
+   *  idle ones to them are not reused, and connect failures are reported to it
+   *  (upstream/health.hpp). Null = no health. */
+  void set_health(std::shared_ptr<health> h) noexcept { health_ = std::move(h); }
+
  private:
   net::awaitable<error_code> connect_one(std::size_t server, connection& out, std::string& why);
 
@@ -133,6 +140,7 @@ class pool {
   std::shared_ptr<client_tls> tls_;
   std::deque<std::unique_ptr<connection>> idle_;     // most recently used at the back
   std::vector<clock::time_point> down_until_;
+  std::shared_ptr<health> health_;
   std::size_t next_ = 0;
   std::uint64_t next_id_ = 1;
 };

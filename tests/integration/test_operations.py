@@ -1,16 +1,19 @@
 """Operating the process (issue 13): metrics that `promtool check metrics` accepts, with the
 lifetimes of certificates and CRLs, build info, process metrics and per-route series; SIGHUP and
 SIGUSR1 reopen both logs after logrotate renamed them; the soft descriptor limit raised to the
-hard one; accept errors (out of descriptors) counted and logged at most once a second."""
+hard one; accept errors (out of descriptors) counted and logged at most once a second; backend
+health (a server answering 503 on its health check leaves the rotation and comes back, passive
+ejection after 5xx) with /readyz saying why it is not ready."""
 import http.client
+import http.server
 import os
-import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
-import socket
+import threading
 import time
 import unittest
 
@@ -167,6 +170,103 @@ class Logs(TempDir):
             self.assertGreater(count, len(lines))
         finally:
             self.assertEqual(p.stop(), 0)
+
+
+class _Backend(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        healthy = self.server.healthy.is_set()
+        if self.path.endswith("/healthcheck.htm"):
+            code = 200 if healthy else 503
+        else:
+            code = 200 if healthy or not self.server.fail_requests else 503
+            self.server.hits += 1
+        body = f"{self.server.name} {code}".encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def backend(name, fail_requests=False):
+    s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+    s.daemon_threads = True
+    s.healthy = threading.Event()
+    s.healthy.set()
+    s.name = name
+    s.hits = 0
+    s.fail_requests = fail_requests
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+    return s
+
+
+class Health(TempDir):
+    def proxy(self, servers, **upstream):
+        return Proxy(self.tmp, [f"http://127.0.0.1:{s.server_address[1]}" for s in servers],
+                     routes=[{"prefix": "/owa", "client_cert": "none"}], sections={"upstream": upstream})
+
+    def test_a_server_failing_its_health_check_leaves_the_rotation_and_comes_back(self):
+        a, b = backend("a"), backend("b")
+        p = self.proxy([a, b], health_check="/owa/healthcheck.htm", health_interval="200ms",
+                       unhealthy_threshold=2, healthy_threshold=2, max_failures=0)
+        url_a = f"http://127.0.0.1:{a.server_address[1]}"
+        try:
+            a.healthy.clear()  # ServerWideOffline: healthcheck.htm answers 503
+            wait_until(lambda: f'cbagate_upstream_healthy{{server="{url_a}"}} 0' in admin_get(p, "/metrics")[1],
+                       what="server a ejected")
+            self.assertIn(f"health: {url_a} taken out of the rotation", p.process.output())
+            before = a.hits
+            for i in range(6):
+                self.assertEqual(request(p, "GET", f"/owa/x{i}", cert=None).status, 200)
+            self.assertEqual(a.hits, before, "an ejected server got requests")
+            self.assertEqual(admin_get(p, "/readyz")[0], 200)  # b is still there
+            a.healthy.set()
+            wait_until(lambda: f'cbagate_upstream_healthy{{server="{url_a}"}} 1' in admin_get(p, "/metrics")[1],
+                       what="server a back")
+            self.assertIn(f"health: {url_a} back in the rotation", p.process.output())
+        finally:
+            p.stop()
+            a.shutdown()
+            b.shutdown()
+
+    def test_no_healthy_server_makes_readyz_not_ready_with_the_reason(self):
+        a = backend("a")
+        p = self.proxy([a], health_check="/owa/healthcheck.htm", health_interval="200ms",
+                       unhealthy_threshold=1, healthy_threshold=1)
+        try:
+            self.assertEqual(admin_get(p, "/readyz")[0], 200)
+            a.healthy.clear()
+            status, body = wait_until(lambda: (r := admin_get(p, "/readyz"))[0] == 503 and r,
+                                      what="/readyz not ready")
+            self.assertIn("not ready: no upstream server is healthy", body)
+            self.assertIn("HTTP 503", body)
+            a.healthy.set()
+            wait_until(lambda: admin_get(p, "/readyz")[0] == 200, what="/readyz ready again")
+        finally:
+            p.stop()
+            a.shutdown()
+
+    def test_passive_ejection_after_consecutive_5xx(self):
+        a, b = backend("a", fail_requests=True), backend("b")
+        p = self.proxy([a, b], max_failures=3, ejection_time="1h")
+        url_a = f"http://127.0.0.1:{a.server_address[1]}"
+        try:
+            a.healthy.clear()  # a answers 503 to requests
+            for i in range(12):
+                request(p, "GET", f"/owa/p{i}", cert=None)
+            self.assertIn(f'cbagate_upstream_healthy{{server="{url_a}"}} 0', admin_get(p, "/metrics")[1])
+            before = a.hits
+            for i in range(6):
+                self.assertEqual(request(p, "GET", f"/owa/q{i}", cert=None).status, 200)
+            self.assertEqual(a.hits, before)
+        finally:
+            p.stop()
+            a.shutdown()
+            b.shutdown()
 
 
 if __name__ == "__main__":

@@ -123,6 +123,12 @@ class StaleCrl(unittest.TestCase):
         rec = wait_until(lambda: next((x for x in self.proxy.access_records() if "stale1" in x["query"]), None))
         self.assertEqual(rec["error"], "revocation_unknown")
 
+    def test_readyz_is_not_ready_and_says_why(self):
+        status, body = admin_get(self.proxy, "/readyz")
+        self.assertEqual(status, 503, body)
+        self.assertIn("not ready: revocation status unknown for every client certificate", body)
+        self.assertIn("CN=cbagate Lab Issuing CA", body)
+
     def test_loaded_stale_is_a_warning(self):
         self.assertRegex(self.proxy.process.output(), r"\[warning\] \[main\] startup: tls\.crl\[0\]: .* is STALE")
 

@@ -305,3 +305,22 @@ TEST_CASE("admin: endpoints answer without sockets") {
   CHECK(admin::answer("GET", "/config", src).status == 404);
   CHECK(admin::answer("GET", "/metrics", src).content_type == admin::metrics_content_type);
 }
+
+TEST_CASE("admin: readyz says why it is not ready; draining still wins") {
+  obs::registry registry;
+  const std::function<bool()> ready = [] { return true; };  // ignored once a reason source is set
+  const std::function<std::string()> none;
+  std::string why = "no upstream server is healthy";
+  const std::function<std::string()> reason = [&] { return why; };
+  admin::endpoint_sources src{registry, ready, none, none, false, &reason};
+  auto r = admin::answer("GET", "/readyz", src);
+  CHECK(r.status == 503);
+  CHECK(r.body == "not ready: no upstream server is healthy\n");
+  why.clear();
+  r = admin::answer("GET", "/readyz", src);
+  CHECK(r.status == 200);
+  CHECK(r.body == "ready\n");
+  why = "kerberos";
+  src.draining = true;
+  CHECK(admin::answer("GET", "/readyz", src).body == "draining\n");
+}

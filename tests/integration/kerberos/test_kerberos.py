@@ -204,9 +204,20 @@ class Kerberos(unittest.TestCase):
         self.assertIn(f"kerberos: keytab {self.env['KCD_PROXY_KEYTAB']} has no key for HTTP/other.lab.test@LAB.TEST",
                       r.stderr)
 
-    def test_kdc_unreachable_at_start_is_a_warning(self):
+    def test_kdc_unreachable_at_start_is_a_warning_and_readyz_says_why(self):
         p = self.proxy(keytab=self.env["KCD_OFFLINE_KEYTAB"], principal=self.env["KCD_OFFLINE_PRINCIPAL"])
         self.assertIn("starting anyway", p.process.output())
+        import http.client  # noqa: E402
+        host, port = p.admin.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=5)
+        try:
+            conn.request("GET", "/readyz")
+            res = conn.getresponse()
+            body = res.read().decode()
+        finally:
+            conn.close()
+        self.assertEqual(res.status, 503, body)
+        self.assertIn("not ready: no Kerberos credential: kerberos: cannot get a ticket", body)
 
 if __name__ == "__main__":
     unittest.main()

@@ -171,7 +171,16 @@ TEST_CASE("schema: config/cbagate.toml loads next to the files it names") {
   REQUIRE(r.ok());
   const snapshot& s = *r.value;
   CHECK(s.tls.certificate == dir.str() + "/server-chain.pem");
-  REQUIRE(s.routes.size() == 9);
+  REQUIRE(s.routes.size() == 13);
+  // "/" redirects to OWA; Exchange's health pages are public for load balancers (issue 13).
+  CHECK(s.routes[9].prefix == "/");
+  CHECK(s.routes[9].redirect == "/owa/");
+  CHECK(s.routes[9].client_cert == route_cert_policy::none);
+  for (std::size_t i = 10; i < 13; ++i) {
+    CHECK(s.routes[i].prefix.ends_with("/healthcheck.htm"));
+    CHECK(s.routes[i].client_cert == route_cert_policy::none);
+    CHECK(s.routes[i].redirect.empty());
+  }
   CHECK(s.routes[0].prefix == "/owa");
   CHECK(s.routes[1].prefix == "/ecp");
   CHECK(s.routes[2].prefix == "/Microsoft-Server-ActiveSync");
