@@ -214,20 +214,7 @@ net::awaitable<std::string> check_once(net::any_io_executor ex, const config::up
   if (!srv.tls) co_return co_await exchange(tcp, tcp, srv.host, path, timeout);
   if (tls == nullptr) co_return "no upstream TLS context";
   beast::ssl_stream<beast::tcp_stream> stream(std::move(tcp), tls->context());
-  const std::string& name = tls->server_name_override().empty() ? srv.host : tls->server_name_override();
-  SSL* ssl = stream.native_handle();
-  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-  error_code aec;
-  net::ip::make_address(name, aec);
-  if (!aec) {
-    X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
-  } else {
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
-    SSL_set_tlsext_host_name(ssl, name.c_str());
-#pragma GCC diagnostic pop
-    X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
-  }
+  tls->expect_peer(stream.native_handle(), srv.host);
   beast::get_lowest_layer(stream).expires_after(timeout);
   auto [hec] = co_await stream.async_handshake(net::ssl::stream_base::client, use_tuple);
   if (hec) co_return "TLS handshake: " + hec.message();

@@ -89,6 +89,20 @@ beast::tcp_stream& connection::tcp() noexcept {
   return beast::get_lowest_layer(std::get<tls_stream>(stream));
 }
 
+void client_tls::expect_peer(SSL* ssl, const std::string& host) const {
+  const std::string& name = server_name_.empty() ? host : server_name_;
+  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+  if (is_ip_literal(name)) {
+    X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
+  } else {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
+    SSL_set_tlsext_host_name(ssl, name.c_str());
+#pragma GCC diagnostic pop
+    X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
+  }
+}
+
 std::shared_ptr<client_tls> client_tls::make(const config::upstream_section& cfg,
                                              std::string& error) {
   std::shared_ptr<client_tls> self(new client_tls());
@@ -148,19 +162,8 @@ net::awaitable<error_code> pool::connect_one(std::size_t index, connection& out,
   }
 
   auto& tls = out.stream.emplace<tls_stream>(std::move(tcp), tls_->context());
-  const std::string& name =
-      tls_->server_name_override().empty() ? srv.host : tls_->server_name_override();
   SSL* ssl = tls.native_handle();
-  X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-  if (is_ip_literal(name)) {
-    X509_VERIFY_PARAM_set1_ip_asc(param, name.c_str());
-  } else {
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wold-style-cast"  // inside OpenSSL's macro
-    SSL_set_tlsext_host_name(ssl, name.c_str());
-#pragma GCC diagnostic pop
-    X509_VERIFY_PARAM_set1_host(param, name.c_str(), name.size());
-  }
+  tls_->expect_peer(ssl, srv.host);
   beast::get_lowest_layer(tls).expires_after(deadline);
   auto [hec] = co_await tls.async_handshake(net::ssl::stream_base::client, use_tuple);
   if (hec) {

@@ -91,6 +91,10 @@ class client_tls {
   static std::shared_ptr<client_tls> make(const config::upstream_section& cfg, std::string& error);
   net::ssl::context& context() noexcept { return ctx_; }
   const std::string& server_name_override() const noexcept { return server_name_; }
+  /** Before a handshake to `host` (a server's URL host): SNI and the name the backend's
+   *  certificate must carry (upstream.server_name when set), checked as an IP address when it
+   *  is an IP literal. Every upstream TLS client (the pools, the health checks) calls this. */
+  void expect_peer(SSL* ssl, const std::string& host) const;
 
  private:
   client_tls() : ctx_(net::ssl::context::tls_client) {}
