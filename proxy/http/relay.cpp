@@ -147,6 +147,38 @@ struct exchange {
   std::optional<bhttp::response_parser<bhttp::buffer_body>> res_p;
 };
 
+// The length of a request body that may go with its header in one write: a Content-Length body
+// of at most one relay chunk, all of it already read (in c.buf), within the route's limit, the
+// client not waiting for 100 Continue. 0 otherwise (no body, chunked, large or still coming).
+template <class Up>
+std::size_t whole_small_body(const exchange<Up>& x) {
+  if (!x.plan.request_has_body || x.plan.send_continue || x.req_p.get().chunked()) return 0;
+  const auto cl = x.req_p.content_length();
+  if (!cl || *cl == 0 || *cl > relay_chunk || *cl > x.c.buf.size()) return 0;
+  if (x.plan.max_body && *cl > x.plan.max_body) return 0;  // refused by the streaming path
+  return static_cast<std::size_t>(*cl);
+}
+
+// Moves the `size` body bytes whole_small_body() found in c.buf into `out` through the parser.
+// False if the parser did not end the message there (never for a Content-Length body).
+template <class Up>
+bool take_whole_body(exchange<Up>& x, char* out, std::size_t size) {
+  auto& req = x.req_p.get();
+  req.body().data = out;
+  req.body().size = size;
+  req.body().more = false;
+  while (!x.req_p.is_done()) {
+    error_code ec;
+    const std::size_t used = x.req_p.put(x.c.buf.data(), ec);
+    x.c.buf.consume(used);
+    if (ec == bhttp::error::need_buffer) ec = {};
+    if (ec || used == 0) break;
+  }
+  if (!x.req_p.is_done() || req.body().size != 0) return false;
+  x.rec.bytes_in += size;
+  return true;
+}
+
 // Step 1: 100 Continue when asked, the request header, then body chunks as they come. False
 // when the exchange ended here (recorded in rec, answered when the client can be told).
 template <class Up>
@@ -168,13 +200,21 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
     }
   }
 
-  if (!x.plan.request_has_body) {
-    // No body (most requests): the header in one write, serialized here.
+  // No body (most requests), or a small body that came whole with its header (an ActiveSync
+  // Sync or Ping: a few hundred bytes, one TLS record with the header): header and body leave
+  // in one write, the header serialized here. The body is taken through the parser, which
+  // stays the judge of its framing; a body that is still on its way is streamed below.
+  if (const std::size_t body = whole_small_body(x); !x.plan.request_has_body || body > 0) {
     const std::size_t n = header_size(req.base());
-    auto head = std::make_unique_for_overwrite<char[]>(n);
+    auto head = std::make_unique_for_overwrite<char[]>(n + body);
     put_header(req.base(), head.get());
+    if (body > 0 && !take_whole_body(x, head.get() + n, body)) {
+      rec.error = "bad_request_body";
+      co_await send_local(c, rec, reply::bad_request, 0, false);
+      co_return false;
+    }
     x.utcp.expires_after(x.body_idle);
-    auto [ec, w] = co_await net::async_write(x.up, net::buffer(head.get(), n), use_tuple);
+    auto [ec, w] = co_await net::async_write(x.up, net::buffer(head.get(), n + body), use_tuple);
     (void)w;
     if (ec) {
       rec.error = "upstream_write_failed";

@@ -96,6 +96,7 @@ struct options {
   bool keep_alive = true;
   bool resume = false;
   std::size_t body_bytes = 0;
+  std::size_t requests = 0;  // sync, sendmail: requests per device, then it stops (0 = no limit)
   bool json = false;
   bool quiet = false;
 };
@@ -118,6 +119,8 @@ constexpr std::string_view usage_text =
   --keep-alive on|off reuse connections (default on)
   --resume on|off     TLS session resumption (default off)
   --body-bytes N      SendMail MIME size, streamed (default 0 = the small fixture)
+  --requests N        sync, sendmail: each device stops after N requests (default 0 = until
+                      --duration ends); the run ends when every device is done
   --timeout S         per-request timeout; Pings get heartbeat + S (default 60)
   --json              final report as JSON on stdout
   --quiet             no progress line
@@ -226,6 +229,8 @@ std::variant<options, std::string> parse_options(int argc, char** argv) {
       ok = number(o.timeout_s, 0.001);
     } else if (a == "--body-bytes") {
       ok = count(o.body_bytes, 0);
+    } else if (a == "--requests") {
+      ok = count(o.requests, 0);
     } else if (a == "--mix") {
       flag(o.mix);
     } else if (a == "--keep-alive") {
@@ -997,7 +1002,8 @@ asio::awaitable<void> storm_device(shard& s, device& d) {
 asio::awaitable<void> loop_device(shard& s, device& d, command cmd) {
   const bool started = co_await ramp(s, d);
   if (!started) co_return;
-  while (!s.stopping) {
+  const std::size_t limit = s.ctx.opt.requests;
+  for (std::size_t n = 0; !s.stopping && (limit == 0 || n < limit); ++n) {
     std::optional<std::string> r = co_await exchange(s, d, d.main, cmd);
     if (r) continue;
     const bool awake = co_await sleep_for(s, d.timer, std::chrono::milliseconds(200));

@@ -2,6 +2,7 @@
 connection; policy refusals keep the connection, malformed requests close it; HTTP/1.0 and
 Connection: close are honoured; pipelined requests are answered in order; a backend error
 status does not break the client connection."""
+import hashlib
 import unittest
 
 from harness import Client, ProxyTestCase, RawClient
@@ -142,6 +143,33 @@ class KeepAlive(ProxyTestCase):
             c.close()
         ids = [self.backend_saw(m)[0]["id"] for m in (m1, m2, m3)]
         self.assertEqual(ids, sorted(ids))
+
+    def test_pipelined_posts_reach_the_backend_byte_exact(self):
+        # Small bodies that come with their header leave with it in one write (issue 14); a body
+        # over one relay chunk (16 KiB), or one still on its way, is streamed. Either way each
+        # body reaches the backend whole and unchanged, and the bytes after it are the next
+        # request, on the same backend connection.
+        c = RawClient(self.proxy, "alice")
+        bodies = [b"\x03\x01j\x00" * 50, bytes(range(256)) * 64, b"y" * 16385, b"z" * 300]
+        marks = [self.mark() for _ in bodies]
+        try:
+            reqs = [f"POST /Microsoft-Server-ActiveSync?Cmd=SendMail&User=alice&DeviceId=ka"
+                    f"&DeviceType=Y&marker={m} HTTP/1.1\r\n"
+                    f"Host: localhost\r\nContent-Type: message/rfc822\r\n"
+                    f"Content-Length: {len(b)}\r\n\r\n".encode() + b
+                    for m, b in zip(marks, bodies)]
+            c.send(reqs[0] + reqs[1] + reqs[2])  # three at once, the third over 16 KiB
+            rs = [c.read_response() for _ in range(3)]
+            c.send(reqs[3][:-100])  # the last body in two pieces
+            c.send(reqs[3][-100:])
+            rs.append(c.read_response())
+            self.assertEqual([r.status for r in rs], [200] * 4, rs)
+        finally:
+            c.close()
+        seen = [self.backend_saw(m)[0] for m in marks]
+        self.assertEqual([(s["body_bytes"], s["body_sha256"]) for s in seen],
+                         [(len(b), hashlib.sha256(b).hexdigest()) for b in bodies])
+        self.assertEqual(len({s["connection"] for s in seen}), 1, seen)
 
     def test_backend_500_keeps_the_client_connection(self):
         c = RawClient(self.proxy, "alice")

@@ -761,6 +761,16 @@ backend be_app
             fail(f"ab -n {n} against cbagate did not complete cleanly: {r.stdout[-1500:]} {r.stderr[-800:]}")
         return n
 
+    def sync_n(self, port: int, n: int, timeout: float = 600) -> int:
+        """Exactly n ActiveSync Sync POSTs (a small WBXML body with the header) on one kept-alive
+        mTLS connection, from eas-load."""
+        j = self.eas_load(port, ["--scenario", "sync", "--devices", "1", "--requests", str(n),
+                                 "--duration", str(int(timeout))], timeout=timeout + 60)
+        ok = j.get("commands", {}).get("Sync", {}).get("ok", 0)
+        if ok != n or j.get("error_count", 0):
+            fail(f"eas-load --requests {n} against cbagate did not complete cleanly: {j}")
+        return n
+
     def step_counters(self, rep: int) -> None:
         """Work per request of cbagate, counted rather than timed (robust on a busy machine):
         instructions (callgrind, or perf stat where the CPU exposes counters), allocations
@@ -826,6 +836,17 @@ backend be_app
             res["keepalive_alloc_bytes_per_req"] = (r[n2]["bytes"] - r[n1]["bytes"]) / d
             if r[n1]["syscalls"] is not None and r[n2]["syscalls"] is not None:
                 res["keepalive_syscalls_per_req"] = (r[n2]["syscalls"] - r[n1]["syscalls"]) / d
+            # The same for an ActiveSync Sync (POST with a small body), from eas-load.
+            self.sync_n(px["port"], 20)
+            r = {}
+            for n in (n1, n2):
+                b = sample()
+                sc = with_syscalls(lambda: self.sync_n(px["port"], n))
+                e = sample()
+                r[n] = {"allocs": e["allocs"] - b["allocs"], "syscalls": sc}
+            res["sync_allocs_per_req"] = (r[n2]["allocs"] - r[n1]["allocs"]) / d
+            if r[n1]["syscalls"] is not None and r[n2]["syscalls"] is not None:
+                res["sync_syscalls_per_req"] = (r[n2]["syscalls"] - r[n1]["syscalls"]) / d
             b = sample()
             sc = with_syscalls(lambda: self.ab_n(px["port"], k, False))
             e = sample()
@@ -860,6 +881,10 @@ backend be_app
             i1 = instructions(lambda: self.ab_n(px["port"], n1 // 2, True))
             i2 = instructions(lambda: self.ab_n(px["port"], n2 // 2, True))
             res["keepalive_instructions_per_req"] = (i2 - i1) / (n2 // 2 - n1 // 2)
+            self.sync_n(px["port"], 10)
+            i1 = instructions(lambda: self.sync_n(px["port"], n1 // 2))
+            i2 = instructions(lambda: self.sync_n(px["port"], n2 // 2))
+            res["sync_instructions_per_req"] = (i2 - i1) / (n2 // 2 - n1 // 2)
             kk = max(10, k // 3)
             res["handshake_instructions_per_conn"] = instructions(lambda: self.ab_n(px["port"], kk, False)) / kk
             self.stop_proxy(px)
@@ -1005,6 +1030,10 @@ backend be_app
                 f"{c('keepalive_allocs_per_req', '{:,.1f}')} allocations "
                 f"({c('keepalive_alloc_bytes_per_req')} bytes), "
                 f"{c('keepalive_syscalls_per_req', '{:,.1f}')} system calls; "
+                f"keep-alive ActiveSync Sync (POST, small body): "
+                f"{c('sync_instructions_per_req')} instructions, "
+                f"{c('sync_allocs_per_req', '{:,.1f}')} allocations, "
+                f"{c('sync_syscalls_per_req', '{:,.1f}')} system calls; "
                 f"new connection (connect, full mTLS handshake, one GET, close): "
                 f"{c('handshake_instructions_per_conn')} instructions, "
                 f"{c('handshake_allocs_per_conn')} allocations "
