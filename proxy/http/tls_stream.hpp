@@ -99,13 +99,15 @@ class tls_stream {
    */
   template <class Token>
   auto async_wait_readable(Token&& token) {
+    // Peeking allocates OpenSSL's read buffer (about 7 KiB, heaptrack), which would then stay
+    // for the whole idle time: with nothing inside OpenSSL yet, the socket is waited on first.
     return async_io<false>(
         [](SSL* ssl, std::size_t&) {
           unsigned char byte = 0;
           std::size_t n = 0;
           return SSL_peek_ex(ssl, &byte, 1, &n);
         },
-        std::forward<Token>(token));
+        std::forward<Token>(token), /*socket_first=*/SSL_has_pending(s_->ssl) == 0);
   }
 
   /**
@@ -226,6 +228,7 @@ class tls_stream {
     std::shared_ptr<state> s;
     Action act;
     enum class phase { start, waiting, posted } at = phase::start;
+    bool socket_first = false;  // wait for the socket before the first call of `act`
     boost::system::error_code result{};
     std::size_t n = 0;
 
@@ -252,6 +255,13 @@ class tls_stream {
         return finish(self, boost::beast::error::timeout, 0);
       }
       if (s->fatal) return finish(self, net::ssl::error::stream_truncated, 0);
+      if (at == phase::start && socket_first) {
+        at = phase::waiting;
+        s->waiting = true;
+        arm(s);
+        s->sock.async_wait(net::socket_base::wait_read, std::move(self));
+        return;
+      }
       ERR_clear_error();
       errno = 0;
       std::size_t got = 0;
@@ -290,11 +300,12 @@ class tls_stream {
   };
 
   template <bool WithSize, class Action, class Token>
-  auto async_io(Action act, Token&& token) {
+  auto async_io(Action act, Token&& token, bool socket_first = false) {
     using sig = std::conditional_t<WithSize, void(boost::system::error_code, std::size_t),
                                    void(boost::system::error_code)>;
-    return boost::asio::async_compose<Token, sig>(io_op<WithSize, Action>{s_, std::move(act)},
-                                                  token, s_->sock);
+    io_op<WithSize, Action> op{s_, std::move(act)};
+    op.socket_first = socket_first;
+    return boost::asio::async_compose<Token, sig>(std::move(op), token, s_->sock);
   }
 
   // recv/send on the socket (MSG_NOSIGNAL: a peer gone away is an error, not SIGPIPE). Never

@@ -74,7 +74,7 @@ using session_ptr = std::unique_ptr<SSL_SESSION, ossl::deleter<SSL_SESSION_free>
 // ---------------------------------------------------------------------------------------------
 // Command line
 
-enum class scenario_kind { ping, storm, sync, sendmail };
+enum class scenario_kind { ping, storm, sync, sendmail, idle };
 
 struct options {
   std::string target;
@@ -107,7 +107,8 @@ constexpr std::string_view usage_text =
   --target URL        the ActiveSync endpoint's origin (https only)
   --pki DIR           a certs-dev/make-pki directory with --users N (reads bulk/users.tsv)
   --ca FILE           CA bundle that verifies the server (default DIR/ca/root.pem)
-  --scenario NAME     ping | storm | sync | sendmail (default ping)
+  --scenario NAME     ping | storm | sync | sendmail | idle (default ping); idle: one
+                      FolderSync, then the connection stays open and quiet to the end
   --devices N         simulated devices (default 1); device i uses bulk user first-user+i
   --first-user K      offset into bulk/users.tsv (default 0), for several processes
   --threads N         I/O threads, one io_context each (default 1)
@@ -207,6 +208,7 @@ std::variant<options, std::string> parse_options(int argc, char** argv) {
         else if (*v == "storm") o.scenario = scenario_kind::storm;
         else if (*v == "sync") o.scenario = scenario_kind::sync;
         else if (*v == "sendmail") o.scenario = scenario_kind::sendmail;
+        else if (*v == "idle") o.scenario = scenario_kind::idle;
         else ok = false;
       }
     } else if (a == "--devices") {
@@ -999,6 +1001,18 @@ asio::awaitable<void> storm_device(shard& s, device& d) {
   }
 }
 
+/** A device that syncs its folders once and then keeps its connection open without a request
+ * (a kept-alive connection between requests), until the run ends. */
+asio::awaitable<void> idle_device(shard& s, device& d) {
+  const bool started = co_await ramp(s, d);
+  if (!started) co_return;
+  std::optional<std::string> r = co_await exchange(s, d, d.main, command::foldersync);
+  if (!r) co_return;
+  d.did_foldersync = true;
+  while (co_await sleep_for(s, d.timer, std::chrono::hours(24))) {
+  }
+}
+
 asio::awaitable<void> loop_device(shard& s, device& d, command cmd) {
   const bool started = co_await ramp(s, d);
   if (!started) co_return;
@@ -1016,6 +1030,7 @@ asio::awaitable<void> run_device(shard& s, device& d) {
   const scenario_kind k = s.ctx.opt.scenario;
   if (k == scenario_kind::ping) co_await ping_device(s, d);
   else if (k == scenario_kind::storm) co_await storm_device(s, d);
+  else if (k == scenario_kind::idle) co_await idle_device(s, d);
   else if (k == scenario_kind::sync) co_await loop_device(s, d, command::sync);
   else co_await loop_device(s, d, command::sendmail);
   close_conn(s, d, d.main);

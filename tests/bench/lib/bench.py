@@ -26,7 +26,7 @@ from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXIES = ("cbagate", "nginx", "haproxy")
-STEPS = ("crypto", "handshake", "keepalive", "held", "upload", "counters")
+STEPS = ("crypto", "handshake", "keepalive", "held", "idle", "upload", "counters")
 UPLOAD_BYTES = 50 * 1024 * 1024
 BACKEND_BODY = "<html><body>mock exchange: ok</body></html>\\n"
 
@@ -714,6 +714,50 @@ backend be_app
                     "eas_load_rss_max_kib": j.get("memory", {}).get("rss_max_kib")})
             self.stop_proxy(px)
             self.procs.stop(mock)
+
+    def step_idle(self, rep: int) -> None:
+        """RSS growth per idle kept-alive mTLS connection: n devices each connect (full
+        handshake, own certificate), sync their folders once and then stay connected without a
+        request, as a phone between requests."""
+        a = self.a
+        n = a.held
+        mid = "idle_kib"
+        self.metric(mid, f"memory per idle kept-alive mTLS connection, KiB ({n} connections)",
+                    "KiB", "lower")
+        ramp = max(1.0, n / (2 * a.ramp_rate))
+        for name in self.proxy_order(rep):
+            px = self.start_proxy(name, self.nb_port, "ec")
+            self.curl_get(px["port"])
+            rss0 = status_kib(px["pids"], "VmRSS")
+            argv = [str(self.bins["eas_load"]), "--target", f"https://127.0.0.1:{px['port']}",
+                    "--pki", str(self.pki), "--threads", "1", "--json", "--quiet",
+                    "--scenario", "idle", "--devices", str(n), "--ramp", f"{ramp:.1f}",
+                    "--duration", str(int(ramp + 300))]
+            out = self.work / f"eas-idle-{name}-{rep}.json"
+            with open(out, "w") as f:
+                load = self.procs.start(argv, self.core_load, self.work / f"eas-idle-{name}-{rep}.err",
+                                        stdout=f)
+            t0 = time.monotonic()
+            deadline = t0 + ramp + 120
+            while time.monotonic() < deadline and load.poll() is None and established(px["port"]) < n:
+                time.sleep(0.5)
+            time.sleep(2.0)  # the last devices' FolderSync
+            rss1 = status_kib(px["pids"], "VmRSS")
+            conns = established(px["port"])
+            self.procs.stop(load, signal.SIGINT, timeout=120)
+            try:
+                j = json.loads(out.read_text())
+            except json.JSONDecodeError:
+                j = {}
+            synced = j.get("device_summary", {}).get("with_foldersync", 0)
+            errs = j.get("error_count")
+            per = (rss1 - rss0) / conns if conns >= n and synced >= n and not errs else None
+            self.record(mid, name, per)
+            log(f"idle rep {rep + 1}/{a.reps} {name}: {conns}/{n} connections idle after "
+                f"{time.monotonic() - t0:.1f} s ({synced} synced), proxy RSS {rss0 / 1024:.1f} -> "
+                f"{rss1 / 1024:.1f} MiB = {per if per is None else round(per, 1)} KiB/conn; "
+                f"eas-load errors {errs} {j.get('errors') or ''}")
+            self.stop_proxy(px)
 
     def curl_get(self, port: int) -> None:
         r = self.on_load(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cert",
