@@ -457,10 +457,22 @@ backend be_app
         return subprocess.run(["taskset", "-c", self.core_load] + argv, capture_output=True,
                               text=True, preexec_fn=_raise_nofile, **kw)
 
+    def eas_argv(self, port: int, args: list[str]) -> list[str]:
+        """eas-load against the proxy on `port`: one thread, the bench PKI, a JSON report."""
+        return [str(self.bins["eas_load"]), "--target", f"https://127.0.0.1:{port}",
+                "--pki", str(self.pki), "--threads", "1", "--json", "--quiet"] + args
+
+    def start_eas(self, port: int, tag: str, args: list[str]):
+        """eas-load in the background on the load core, its JSON report to work/eas-TAG.json:
+        (process, report path)."""
+        out = self.work / f"eas-{tag}.json"
+        with open(out, "w") as f:
+            load = self.procs.start(self.eas_argv(port, args), self.core_load,
+                                    self.work / f"eas-{tag}.err", stdout=f)
+        return load, out
+
     def eas_load(self, port: int, args: list[str], timeout: float) -> dict:
-        r = self.on_load([str(self.bins["eas_load"]), "--target", f"https://127.0.0.1:{port}",
-                          "--pki", str(self.pki), "--threads", "1", "--json", "--quiet"] + args,
-                         timeout=timeout)
+        r = self.on_load(self.eas_argv(port, args), timeout=timeout)
         try:
             return json.loads(r.stdout)
         except json.JSONDecodeError:
@@ -671,14 +683,9 @@ backend be_app
             self.curl_get(px["port"])
             rss0 = status_kib(px["pids"], "VmRSS")
             c0 = cpu_seconds(px["pids"])
-            argv = [str(self.bins["eas_load"]), "--target", f"https://127.0.0.1:{px['port']}",
-                    "--pki", str(self.pki), "--threads", "1", "--json", "--quiet",
-                    "--scenario", "ping", "--devices", str(n), "--ramp", f"{ramp:.1f}",
-                    "--heartbeat", "600", "--duration", str(int(ramp + 300))]
-            out = self.work / f"eas-held-{name}-{rep}.json"
-            with open(out, "w") as f:
-                load = self.procs.start(argv, self.core_load, self.work / f"eas-held-{name}-{rep}.err",
-                                        stdout=f)
+            load, out = self.start_eas(px["port"], f"held-{name}-{rep}", [
+                "--scenario", "ping", "--devices", str(n), "--ramp", f"{ramp:.1f}",
+                "--heartbeat", "600", "--duration", str(int(ramp + 300))])
             t0 = time.monotonic()
             deadline = t0 + ramp + 120
             held = 0
@@ -729,14 +736,9 @@ backend be_app
             px = self.start_proxy(name, self.nb_port, "ec")
             self.curl_get(px["port"])
             rss0 = status_kib(px["pids"], "VmRSS")
-            argv = [str(self.bins["eas_load"]), "--target", f"https://127.0.0.1:{px['port']}",
-                    "--pki", str(self.pki), "--threads", "1", "--json", "--quiet",
-                    "--scenario", "idle", "--devices", str(n), "--ramp", f"{ramp:.1f}",
-                    "--duration", str(int(ramp + 300))]
-            out = self.work / f"eas-idle-{name}-{rep}.json"
-            with open(out, "w") as f:
-                load = self.procs.start(argv, self.core_load, self.work / f"eas-idle-{name}-{rep}.err",
-                                        stdout=f)
+            load, out = self.start_eas(px["port"], f"idle-{name}-{rep}", [
+                "--scenario", "idle", "--devices", str(n), "--ramp", f"{ramp:.1f}",
+                "--duration", str(int(ramp + 300))])
             t0 = time.monotonic()
             deadline = t0 + ramp + 120
             while time.monotonic() < deadline and load.poll() is None and established(px["port"]) < n:
