@@ -743,7 +743,15 @@ backend be_app
             deadline = t0 + ramp + 120
             while time.monotonic() < deadline and load.poll() is None and established(px["port"]) < n:
                 time.sleep(0.5)
-            time.sleep(2.0)  # the last devices' FolderSync
+            # The last devices' handshakes and FolderSyncs: until the proxy has been idle for a
+            # second (less than 10 ms of CPU).
+            c_prev = cpu_seconds(px["pids"])
+            while time.monotonic() < deadline:
+                time.sleep(1.0)
+                c_now = cpu_seconds(px["pids"])
+                if c_now - c_prev < 0.01:
+                    break
+                c_prev = c_now
             rss1 = status_kib(px["pids"], "VmRSS")
             conns = established(px["port"])
             self.procs.stop(load, signal.SIGINT, timeout=120)
