@@ -74,9 +74,16 @@ class Instance:
         self.process = None
 
     def start(self):
+        # A start after a kill -9 or a failed test: the earlier process is stopped (if it still
+        # runs: SO_REUSEPORT would let two instances share the port) and its log closed first.
+        self.stop()
         self.process = harness.Process([harness.BIN, "-c", self.config],
                                        os.path.join(self.tmp, f"{self.name}.out"))
         harness.wait_until(lambda: lab_scale.readyz_ok(self.admin), 30, f"{self.name} /readyz")
+
+    def stop(self):
+        if self.process is not None:
+            self.process.stop()
 
     def metric(self, name, **labels):
         return sample(self.admin, name, **labels)
@@ -118,13 +125,17 @@ class Scale(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        for p in (getattr(cls, "haproxy", None),
-                  getattr(getattr(cls, "a", None), "process", None),
-                  getattr(getattr(cls, "b", None), "process", None)):
-            if p is not None:
-                p.stop()
-        if hasattr(cls, "mock"):
-            cls.mock.stop()
+        # Every process this class started, by PID, whatever failed before (one stop that
+        # raises does not leave the others running).
+        for stop in (getattr(getattr(cls, "haproxy", None), "stop", None),
+                     getattr(getattr(cls, "a", None), "stop", None),
+                     getattr(getattr(cls, "b", None), "stop", None),
+                     getattr(getattr(cls, "mock", None), "stop", None)):
+            if stop is not None:
+                try:
+                    stop()
+                except Exception as e:  # noqa: BLE001 - reported, the others still stopped
+                    print(f"tearDown: stop failed: {e!r}")
         if getattr(cls, "figures", None):
             print("failover: " + json.dumps(cls.figures, sort_keys=True))
         if os.environ.get("CBAGATE_KEEP_TMP") is None and hasattr(cls, "tmp"):
@@ -140,14 +151,20 @@ class Scale(unittest.TestCase):
         return subprocess.Popen(args, stdout=out, stderr=err), out, err
 
     def report(self, proc, out, err):
-        rc = proc.wait(timeout=240)
-        out.seek(0)
-        err.seek(0)
-        text = out.read()
-        try:
-            return rc, json.loads(text)
-        except json.JSONDecodeError:
-            self.fail(f"eas-load gave no report (exit {rc}):\n{text}\n{err.read()}")
+        with out, err:
+            try:
+                rc = proc.wait(timeout=240)
+            finally:
+                if proc.poll() is None:  # eas-load is ours too: never left running
+                    proc.kill()
+                    proc.wait(timeout=10)
+            out.seek(0)
+            err.seek(0)
+            text = out.read()
+            try:
+                return rc, json.loads(text)
+            except json.JSONDecodeError:
+                self.fail(f"eas-load gave no report (exit {rc}):\n{text}\n{err.read()}")
 
     def connected(self, *instances):
         return sum(i.metric("cbagate_connections_active") for i in instances)
