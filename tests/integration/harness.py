@@ -8,6 +8,7 @@ Environment (set by tests/integration/CMakeLists.txt):
   MOCK_EXCHANGE_BIN  the mock-exchange executable
   CBAGATE_TEST_PKI   a PKI made by certs-dev/make-pki (see /certs-dev/README.md)
 """
+import functools
 import http.client
 import itertools
 import json
@@ -59,14 +60,39 @@ def read_ready(path, proc, name):
     return wait_until(ready, what=f"{name} ready file")
 
 
-def sanitized_build():
-    """True when cbagate was built with AddressSanitizer (tests/run --asan): its quarantine
-    keeps freed memory, so memory bounds say nothing there and are not asserted."""
+@functools.cache
+def build_sanitizer():
+    """The sanitizers cbagate was built with: PROXY_SANITIZER of the build tree it comes from
+    ("" for none, "address,undefined" for tests/run --asan, "thread" for tests/run --tsan), read
+    from the CMakeCache.txt above BIN; for a binary outside a build tree, from the sanitizer
+    runtime it links (ldd)."""
+    d = os.path.dirname(os.path.abspath(BIN)) if BIN else ""
+    while d and d != os.path.dirname(d):
+        cache = os.path.join(d, "CMakeCache.txt")
+        if os.path.isfile(cache):
+            with open(cache) as f:
+                for line in f:
+                    if line.startswith("PROXY_SANITIZER:"):
+                        return line.split("=", 1)[1].strip()
+            return ""
+        d = os.path.dirname(d)
     try:
         out = subprocess.run(["ldd", BIN], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return False
-    return "libasan" in out
+        return ""
+    return ",".join(n for n, lib in (("address", "libasan"), ("thread", "libtsan")) if lib in out)
+
+
+def sanitized_build():
+    """True when cbagate was built with AddressSanitizer (tests/run --asan): its quarantine
+    keeps freed memory, so memory bounds say nothing there and are not asserted."""
+    return "address" in build_sanitizer()
+
+
+def tsan_build():
+    """True when cbagate was built with ThreadSanitizer (tests/run --tsan): every memory access
+    is instrumented (5-15 times slower) and shadow memory and per-thread traces add to the RSS."""
+    return "thread" in build_sanitizer()
 
 
 def rss_kib(pid):

@@ -9,7 +9,7 @@ import hashlib
 import time
 import unittest
 
-from harness import ProxyTestCase, RawClient, rss_kib, sanitized_build, wait_until
+from harness import ProxyTestCase, RawClient, rss_kib, sanitized_build, tsan_build, wait_until
 
 HEADER_LIMIT = 8192
 FIELD_LIMIT = 20
@@ -420,6 +420,13 @@ class UploadMemory(LimitTestCase):
         rss0, hwm0 = rss_kib(pid), vm_kib(pid, "VmHWM")
         self.upload(self.SIZE)
         rss1, hwm1 = rss_kib(pid), vm_kib(pid, "VmHWM")
+        if tsan_build():
+            # Alone this grows < 100 KiB under TSan too; beside other tests it once grew 4184 KiB:
+            # TSan's shadow memory and per-thread access history fill as each thread works, so
+            # the figure depends on which I/O thread the warm-up ran on, not on our buffers.
+            self.skipTest(f"memory bound not asserted under ThreadSanitizer: its shadow memory and "
+                          f"per-thread history grow with the work each thread has done (peak RSS "
+                          f"grew {hwm1 - hwm0} KiB); the 20 MB upload itself passed")
         # VmHWM is the peak: it also catches memory that was held during the upload and
         # given back afterwards.
         if not sanitized_build():  # ASan's quarantine holds freed memory
