@@ -306,7 +306,7 @@ TEST_CASE("admin: endpoints answer without sockets") {
   CHECK(admin::answer("GET", "/metrics", src).content_type == admin::metrics_content_type);
 }
 
-TEST_CASE("admin: readyz says why it is not ready; draining still wins") {
+TEST_CASE("admin: readyz says why it is not ready, draining still wins") {
   obs::registry registry;
   const std::function<bool()> ready = [] { return true; };  // ignored once a reason source is set
   const std::function<std::string()> none;

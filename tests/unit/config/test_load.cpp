@@ -921,7 +921,7 @@ TEST_CASE("config: secret_file_problem names a file it cannot stat") {
   CHECK(contains(*m, "cannot stat /nonexistent-cbagate/x.key"));
 }
 
-TEST_CASE("config: server.proxy_protocol needs proxy_protocol_from; bad ranges are errors") {
+TEST_CASE("config: server.proxy_protocol needs proxy_protocol_from, bad ranges are errors") {
   temp_dir dir;
   write_server_files(dir);
   SUBCASE("true without balancers") {

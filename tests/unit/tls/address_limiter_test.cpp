@@ -65,7 +65,7 @@ TEST_CASE("address_limiter: one log line per address per interval") {
         verdict::admitted);
 }
 
-TEST_CASE("address_limiter: no limits track nothing; idle addresses are forgotten") {
+TEST_CASE("address_limiter: no limits track nothing, idle addresses are forgotten") {
   address_limiter lim(1s);
   const auto t = address_limiter::clock::now();
   CHECK(lim.admit(ip("10.0.0.1"), {}, t).result == verdict::admitted);

@@ -51,7 +51,7 @@ ticket_key key() {
 
 }  // namespace
 
-TEST_CASE("ticket_keys: the file text round-trips; comments and blank lines are skipped") {
+TEST_CASE("ticket_keys: the file text round-trips, comments and blank lines are skipped") {
   const std::vector<ticket_key> keys = {key(), key(), key()};
   std::string text = format_ticket_keys(keys);
   text += "\n# a comment\n\n";
@@ -147,7 +147,7 @@ TEST_CASE("ticket_keys: file keys: the first encrypts, all decrypt, unknown name
   CHECK(store.decryption_key(a.name, got, now) == ticket_key_store::lookup::older);
 }
 
-TEST_CASE("ticket_keys: local keys rotate; older ones decrypt for the session lifetime") {
+TEST_CASE("ticket_keys: local keys rotate, older ones decrypt for the session lifetime") {
   ticket_key_store store;
   auto t = ticket_key_store::clock::time_point{} + 1000h;
   store.use_local_keys(3600s, 7200s, t);
