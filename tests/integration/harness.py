@@ -113,15 +113,26 @@ def dead_port():
         s.close()
 
 
-def metric(admin, name):
-    """The value of an unlabeled metric in the proxy's /metrics (admin = "host:port")."""
+def admin_get(proxy, path):
+    """(status, body text) of a GET on the proxy's admin listener."""
+    return admin_get_at(proxy.admin, path)
+
+
+def admin_get_at(admin, path):
+    """(status, body text) of a GET on an admin listener (admin = "host:port")."""
     host, port = admin.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=5)
     try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read().decode()
     finally:
         conn.close()
+
+
+def metric(admin, name):
+    """The value of an unlabeled metric in the proxy's /metrics (admin = "host:port")."""
+    _, text = admin_get_at(admin, "/metrics")
     for line in text.splitlines():
         parts = line.split()
         if len(parts) == 2 and parts[0] == name:

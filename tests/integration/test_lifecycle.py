@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import BIN, MOCK, PKI, ROUTES_DEFAULT, Client, Mock, Proxy, wait_until
+from harness import admin_get, BIN, MOCK, PKI, ROUTES_DEFAULT, Client, Mock, Proxy, wait_until
 from test_tls import fetch as tls_fetch, pinned
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -66,17 +66,6 @@ def fetch(proxy, path, cert="alice", timeout=10):
         return r.status, r.body
     finally:
         c.close()
-
-
-def admin_get(proxy, path):
-    host, port = proxy.admin.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        conn.close()
 
 
 def metric_value(text, name, labels=""):

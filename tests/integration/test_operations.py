@@ -4,7 +4,6 @@ SIGUSR1 reopen both logs after logrotate renamed them; the soft descriptor limit
 hard one; accept errors (out of descriptors) counted and logged at most once a second; backend
 health (a server answering 503 on its health check leaves the rotation and comes back, passive
 ejection after 5xx) with /readyz saying why it is not ready."""
-import http.client
 import http.server
 import os
 import resource
@@ -17,18 +16,7 @@ import threading
 import time
 import unittest
 
-from harness import BIN, MOCK, PKI, Mock, Proxy, request, wait_until
-
-
-def admin_get(proxy, path):
-    host, port = proxy.admin.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        conn.close()
+from harness import admin_get, BIN, MOCK, PKI, Mock, Proxy, request, wait_until
 
 
 def read(path):

@@ -2,7 +2,6 @@
 log, a request id on the page that finds the log line, the refused certificate's issuer and
 serial in that line; a stale CRL says "revocation status unknown" (never "revoked");
 refused handshakes of tls.client_cert = "require" reach the access log."""
-import http.client
 import os
 import re
 import shutil
@@ -10,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import PKI, Mock, Proxy, ProxyTestCase, client_context, request, wait_until
+from harness import admin_get, PKI, Mock, Proxy, ProxyTestCase, client_context, request, wait_until
 from test_certificates import manifest
 from test_tls import attempt
 
@@ -20,17 +19,6 @@ REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CODES = {"no_upn": ("no_upn", 16), "multi_upn": ("multiple_upn", 16), "bad_upn_encoding": ("bad_upn", 16),
          "wrong_eku": ("wrong_eku", 16), "expired": ("expired", 17), "not_yet_valid": ("not_yet_valid", 17),
          "untrusted": ("untrusted_issuer", 16), "revoked": ("revoked", 13)}
-
-
-def admin_get(proxy, path):
-    host, port = proxy.admin.rsplit(":", 1)
-    conn = http.client.HTTPConnection(host, int(port), timeout=5)
-    try:
-        conn.request("GET", path)
-        r = conn.getresponse()
-        return r.status, r.read().decode()
-    finally:
-        conn.close()
 
 
 def request_id(body):
