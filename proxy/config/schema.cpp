@@ -662,6 +662,14 @@ constexpr schema_row rows[] = {
      .constraint = "\"\" or a readable file",
      .doc = "krb5.conf to use; \"\" = the environment's (KRB5_CONFIG or /etc/krb5.conf).",
      .apply = [](cursor& c) { c.snap().kerberos.krb5_config = c.input_file(kerberos_mode(c)); }},
+    {.key = "kerberos.persistent_auth", .kind = value_kind::boolean, .default_text = "true",
+     .doc = "Session-based Kerberos, as Windows clients do with IIS (authPersistNonNTLM): a "
+            "backend connection that answered the user's token with Persistent-Auth: true "
+            "carries that user's later requests without a new token while the user's delegated "
+            "credential is cached (backend connections are per user in this mode). A request "
+            "sent so is one whose body is already at hand; a 401 to it is answered by sending it "
+            "again with a token, never passed on. false = a token on every request.",
+     .apply = [](cursor& c) { c.snap().kerberos.persistent_auth = c.boolean(); }},
 
     // ---------------------------------------------------------------- [directory]
     {.key = "directory", .kind = value_kind::table,

@@ -147,6 +147,7 @@ struct kerberos_section {
   std::string target_spn;
   upn_mapping upn_to_principal = upn_mapping::realm;
   std::string krb5_config;                // "" = the environment's
+  bool persistent_auth = true;            // no token on a backend connection kept authenticated
 
   bool operator==(const kerberos_section&) const = default;
 };

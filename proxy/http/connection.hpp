@@ -52,6 +52,10 @@ struct outcome {
   bool client_keep_alive = false;
   bool upstream_reusable = false;  // the backend connection may go back to the pool
   bool upstream_bound = false;     // the response bound the backend connection (pinning.hpp)
+  upstream::persistence persistent_auth = upstream::persistence::unsaid;  // its Persistent-Auth
+  // A 401 to a request sent without a token on a Kerberos session (relay_plan::resend): not
+  // relayed; the request is to be sent again with a token (relay_again).
+  bool resend = false;
 };
 
 namespace detail {

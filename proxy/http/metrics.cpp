@@ -68,7 +68,14 @@ metrics::metrics(observability::registry& r)
                                             "Tokens that needed S4U2Self + S4U2Proxy at the KDC")),
       delegation_seconds(r.add_histogram("cbagate_kerberos_token_duration_seconds",
                                          "Time to get a Negotiate token, queueing included",
-                                         {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5})) {}
+                                         {0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5})),
+      kerberos_session_requests(r.add_counter(
+          "cbagate_kerberos_session_requests_total",
+          "Requests sent without a new token on a backend connection the backend keeps "
+          "authenticated for their user (Persistent-Auth: true, kerberos.persistent_auth)")),
+      kerberos_session_resends(r.add_counter(
+          "cbagate_kerberos_session_resends_total",
+          "Such requests the backend answered 401, sent again with a token")) {}
 
 void metrics::count_delegation(const boost::system::error_code& ec, bool warm,
                                std::int64_t micros) noexcept {

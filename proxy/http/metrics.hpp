@@ -32,6 +32,8 @@ struct metrics {
   observability::counter& delegation_cache_hits;
   observability::counter& delegation_cache_misses;
   observability::histogram& delegation_seconds;
+  observability::counter& kerberos_session_requests;  // sent without a token (persistent_auth)
+  observability::counter& kerberos_session_resends;   // ... answered 401, sent again with one
 
   /** Counts a refused certificate by its reason. */
   void count_rejection(identity::rejection r) noexcept;

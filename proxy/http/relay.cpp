@@ -145,17 +145,18 @@ struct exchange {
   std::unique_ptr<char[]> chunk;  // the relay buffer, request body then response body
   beast::flat_buffer ubuf;        // bytes read from the backend and not yet parsed
   std::optional<bhttp::response_parser<bhttp::buffer_body>> res_p;
+  sent_request* keep = nullptr;   // relay_keeping: the request as sent goes here
 };
 
 // The length of a request body that may go with its header in one write: a Content-Length body
 // of at most one relay chunk, all of it already read (in c.buf), within the route's limit, the
 // client not waiting for 100 Continue. 0 otherwise (no body, chunked, large or still coming).
-template <class Up>
-std::size_t whole_small_body(const exchange<Up>& x) {
-  if (!x.plan.request_has_body || x.plan.send_continue || x.req_p.get().chunked()) return 0;
-  const auto cl = x.req_p.content_length();
-  if (!cl || *cl == 0 || *cl > relay_chunk || *cl > x.c.buf.size()) return 0;
-  if (x.plan.max_body && *cl > x.plan.max_body) return 0;  // refused by the streaming path
+std::size_t whole_small_body(const connection& c, const bhttp::request_parser<bhttp::buffer_body>& req_p,
+                             const relay_plan& plan) {
+  if (!plan.request_has_body || plan.send_continue || req_p.get().chunked()) return 0;
+  const auto cl = req_p.content_length();
+  if (!cl || *cl == 0 || *cl > relay_chunk || *cl > c.buf.size()) return 0;
+  if (plan.max_body && *cl > plan.max_body) return 0;  // refused by the streaming path
   return static_cast<std::size_t>(*cl);
 }
 
@@ -204,7 +205,8 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
   // Sync or Ping: a few hundred bytes, one TLS record with the header): header and body leave
   // in one write, the header serialized here. The body is taken through the parser, which
   // stays the judge of its framing; a body that is still on its way is streamed below.
-  if (const std::size_t body = whole_small_body(x); !x.plan.request_has_body || body > 0) {
+  if (const std::size_t body = whole_small_body(c, req_p, x.plan);
+      !x.plan.request_has_body || body > 0) {
     const std::size_t n = header_size(req.base());
     auto head = std::make_unique_for_overwrite<char[]>(n + body);
     put_header(req.base(), head.get());
@@ -221,6 +223,7 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
       co_await send_local(c, rec, reply::upstream_reset, 0, false);
       co_return false;
     }
+    if (x.keep != nullptr) *x.keep = sent_request{std::move(head), n, body};
     co_return true;
   }
 
@@ -483,6 +486,7 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   const bool upstream_keep_alive = res.keep_alive();
   // Before sanitizing: WWW-Authenticate and Persistent-Auth as the backend sent them (issue 10).
   out.upstream_bound = upstream::response_binds_connection(res);
+  out.persistent_auth = upstream::persistent_auth(res);
   sanitize_response(res, response_policy{.hsts = x.plan.hsts});
   // Re-frame for the client: a length is kept; a chunked or close-delimited body goes chunked
   // to an HTTP/1.1 client; an HTTP/1.0 client gets a close-delimited body.
@@ -563,28 +567,118 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   co_return out;
 }
 
+// A 401 to a request that went without a token on a Kerberos session (relay_keeping): not for
+// the client. Its body is read and dropped when it is small and framed (Content-Length or
+// chunked, up to 64 KiB), so the connection can carry the request again; otherwise the
+// connection is left to close.
+template <class Up>
+net::awaitable<outcome> drop_refusal(exchange<Up>& x) {
+  constexpr std::size_t limit = 65536;
+  auto& res_p = *x.res_p;
+  auto& res = res_p.get();
+  outcome out;
+  out.resend = true;
+  const bool framed = res_p.content_length().has_value() || res_p.chunked();
+  const bool small = !res_p.content_length() || *res_p.content_length() <= limit;
+  if (framed && small && !res_p.is_done()) {
+    auto sink = std::make_unique_for_overwrite<char[]>(relay_chunk);
+    std::size_t total = 0;
+    while (!res_p.is_done() && total <= limit) {
+      res.body().data = sink.get();
+      res.body().size = relay_chunk;
+      x.utcp.expires_after(x.body_idle);
+      auto [ec, n] = co_await bhttp::async_read_some(x.up, x.ubuf, res_p, use_tuple);
+      (void)n;
+      if (ec == bhttp::error::need_buffer) ec = {};
+      if (ec) break;
+      total += relay_chunk - res.body().size;
+    }
+  }
+  out.upstream_reusable = res.keep_alive() && res_p.is_done() && x.ubuf.size() == 0;
+  co_return out;
+}
+
+// Sends a kept request again, `authorization` added as the last field of its header.
+template <class Up>
+net::awaitable<bool> send_again(exchange<Up>& x, const sent_request& sent,
+                                std::string_view authorization) {
+  constexpr std::string_view name = "Authorization: ";
+  const std::size_t head = sent.header - 2;  // before the final empty line
+  const std::size_t n = head + name.size() + authorization.size() + 4 + sent.body;
+  auto out = std::make_unique_for_overwrite<char[]>(n);
+  char* p = std::copy_n(sent.bytes.get(), head, out.get());
+  p = std::copy(name.begin(), name.end(), p);
+  p = std::copy(authorization.begin(), authorization.end(), p);
+  p = std::copy_n("\r\n\r\n", 4, p);
+  std::copy_n(sent.bytes.get() + sent.header, sent.body, p);
+  x.utcp.expires_after(x.body_idle);
+  auto [ec, w] = co_await net::async_write(x.up, net::buffer(out.get(), n), use_tuple);
+  (void)w;
+  if (ec) {
+    x.rec.error = "upstream_write_failed";
+    co_await send_local(x.c, x.rec, reply::upstream_reset, 0, false);
+    co_return false;
+  }
+  co_return true;
+}
+
+// One exchange: the request (`again`: a kept one, sent again with `authorization`), the
+// response header, then the response relayed (or dropped: relay_keeping's 401).
 template <class Up>
 net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection& uc,
                                      bhttp::request_parser<bhttp::buffer_body>& req_p,
                                      const relay_plan& plan, observability::access_record& rec,
-                                     steady::time_point t0) {
+                                     steady::time_point t0, sent_request* keep,
+                                     const sent_request* again, std::string_view authorization) {
   const auto body_idle =
       plan.body_idle.count() > 0 ? plan.body_idle : ms(c.rt.cfg->timeouts.body_idle);
-  exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}};
-  if (!co_await send_request(x)) co_return outcome{};
+  exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}, keep};
+  if (again != nullptr) {
+    if (!co_await send_again(x, *again, authorization)) co_return outcome{};
+  } else if (!co_await send_request(x)) {
+    co_return outcome{};
+  }
   if (!co_await receive_response_header(x)) co_return outcome{};
   // Passive health (issue 13): a 5xx counts against this server, anything else clears it.
-  if (c.rt.health) c.rt.health->report(uc.server, x.res_p->get().result_int() >= 500);
+  const unsigned status = x.res_p->get().result_int();
+  if (c.rt.health) c.rt.health->report(uc.server, status >= 500);
+  if (keep != nullptr && keep->bytes && status == 401) co_return co_await drop_refusal(x);
   co_return co_await relay_response(x);
 }
 
 }  // namespace
 
+bool body_at_hand(const connection& c, const bhttp::request_parser<bhttp::buffer_body>& req_p,
+                  const relay_plan& plan) {
+  return !plan.request_has_body || whole_small_body(c, req_p, plan) > 0;
+}
+
 net::awaitable<outcome> relay(connection& c, upstream::connection& uc,
                               bhttp::request_parser<bhttp::buffer_body>& req_p,
                               const relay_plan& plan, observability::access_record& rec,
                               steady::time_point t0) {
-  return uc.visit([&](auto& up) { return run_exchange(c, up, uc, req_p, plan, rec, t0); });
+  return uc.visit([&](auto& up) {
+    return run_exchange(c, up, uc, req_p, plan, rec, t0, nullptr, nullptr, {});
+  });
+}
+
+net::awaitable<outcome> relay_keeping(connection& c, upstream::connection& uc,
+                                      bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                      const relay_plan& plan, observability::access_record& rec,
+                                      steady::time_point t0, sent_request& sent) {
+  return uc.visit([&](auto& up) {
+    return run_exchange(c, up, uc, req_p, plan, rec, t0, &sent, nullptr, {});
+  });
+}
+
+net::awaitable<outcome> relay_again(connection& c, upstream::connection& uc,
+                                    bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                    const relay_plan& plan, observability::access_record& rec,
+                                    steady::time_point t0, const sent_request& sent,
+                                    std::string_view authorization) {
+  return uc.visit([&](auto& up) {
+    return run_exchange(c, up, uc, req_p, plan, rec, t0, nullptr, &sent, authorization);
+  });
 }
 
 }  // namespace cbagate::http

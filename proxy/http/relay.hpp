@@ -4,6 +4,7 @@
 // back, piece by piece with a deadline per piece. Bodies are never buffered whole.
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string_view>
 
 #include <boost/asio/awaitable.hpp>
@@ -34,6 +35,25 @@ struct relay_plan {
   std::string_view hsts;  // route.hsts (the route outlives the relay), "" = none
 };
 
+/** A request as it was sent to the backend (header, then its whole body), kept to be sent again.
+ *  Only a request whose body was at hand (body_at_hand) is kept. */
+struct sent_request {
+  std::unique_ptr<char[]> bytes;  // null: nothing kept
+  std::size_t header = 0;         // bytes of the header, its final empty line included
+  std::size_t body = 0;           // bytes of body after it
+};
+
+/**
+ * Whether the request in `req_p` has no body, or a body that may go with its header in one
+ * write: a Content-Length body of at most one relay chunk (16 KiB), all of it already read into
+ * c.buf, within plan.max_body, the client not waiting for 100 Continue. Such a request is sent
+ * whole in one write and can be kept (sent_request). False for chunked, large or still-arriving
+ * bodies (they are streamed).
+ */
+bool body_at_hand(const connection& c,
+                  const boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                  const relay_plan& plan);
+
 /**
  * Streams the request in `req_p` (its header parsed, already rewritten for the backend; its
  * body still in the client stream) to `uc`, and the response back to the client. Sends the
@@ -48,5 +68,29 @@ boost::asio::awaitable<outcome> relay(connection& c, upstream::connection& uc,
                                       boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
                                       const relay_plan& plan, observability::access_record& rec,
                                       std::chrono::steady_clock::time_point t0);
+
+/**
+ * relay() for a request sent without a token on a backend connection the backend keeps
+ * authenticated (kerberos.persistent_auth). The request must have its body at hand
+ * (body_at_hand); it is kept in `sent`. A 401 answer is not relayed: it is read (its body when
+ * small, so the connection can carry more) and the outcome says `resend`; nothing has gone to
+ * the client then, and the caller sends `sent` again with a token (relay_again). Any other
+ * answer is relayed as by relay().
+ */
+boost::asio::awaitable<outcome> relay_keeping(connection& c, upstream::connection& uc,
+                                              boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                                              const relay_plan& plan, observability::access_record& rec,
+                                              std::chrono::steady_clock::time_point t0,
+                                              sent_request& sent);
+
+/**
+ * Sends `sent` (a request relay_keeping kept) again on `uc` with `Authorization: <authorization>`
+ * added to its header, then relays the answer as relay() does (a 401 included).
+ */
+boost::asio::awaitable<outcome> relay_again(connection& c, upstream::connection& uc,
+                                            boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                                            const relay_plan& plan, observability::access_record& rec,
+                                            std::chrono::steady_clock::time_point t0,
+                                            const sent_request& sent, std::string_view authorization);
 
 }  // namespace cbagate::http

@@ -106,6 +106,10 @@ struct request {
   relay_plan plan;
   upstream::lease lease;
   bool client_binds = false;  // the client's own NTLM/Negotiate goes to the backend (issue 10)
+  // Kerberos mode: "Negotiate <token>" when a token was made for this request; otherwise, with
+  // kerberos_session, it goes without one on a connection the backend keeps authenticated.
+  std::string negotiate;
+  bool kerberos_session = false;
 
   auto& msg() { return parser.get(); }
   unsigned version() { return parser.get().version(); }
@@ -559,9 +563,33 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
   return std::nullopt;
 }
 
+// The key of the backend connections a request may use: in Kerberos mode the user's (the
+// directory's account, else the UPN), so a connection made for one user never serves another;
+// "" in header mode.
+std::string pool_key(const request& rq, bool kerberos) {
+  if (!kerberos) return {};
+  return rq.principal.empty() ? rq.account : rq.principal;
+}
+
+// kerberos.persistent_auth: whether the request may go without a new token, because the backend
+// keeps its connection authenticated for this user (it answered a token of theirs with
+// Persistent-Auth: true), the user's delegated credential is still cached (its lifetime, a
+// reload or a refusal ends the session with it), and the request can be sent again with a token
+// should the backend ask (its body is at hand: relay_keeping).
+bool on_kerberos_session(connection& c, const request& rq) {
+  const upstream::connection& uc = *rq.lease.conn;
+  if (!c.rt.cfg->kerberos.persistent_auth || !uc.kerberos_session || uc.pinned) return false;
+  if (uc.key.empty() || uc.key != pool_key(rq, true)) return false;
+  if (!body_at_hand(c, rq.parser, rq.plan)) return false;
+  const delegation::kerberos_delegator& krb = *c.rt.kerberos;
+  const auto principal = rq.principal.empty() ? krb.principal_for(rq.account)
+                                              : expected<std::string>(rq.principal);
+  return principal && krb.cached(*principal);
+}
+
 // Kerberos mode: S4U2Self + S4U2Proxy for rq.account on the delegation workers (never on this
 // I/O thread), bound to the backend TLS connection's certificate (tls-server-end-point) for
-// Extended Protection; the token goes in Authorization.
+// Extended Protection; the token goes in rq.negotiate.
 net::awaitable<verdict> kerberos_token(connection& c, request& rq) {
   auto& rec = rq.rec;
   delegation::kerberos_delegator& krb = *c.rt.kerberos;
@@ -596,7 +624,22 @@ net::awaitable<verdict> kerberos_token(connection& c, request& rq) {
                                                          : reply::delegation_denied;
     co_return refusal{r, 0, false, rq.plan.client_version};
   }
-  rq.msg().set(bhttp::field::authorization, "Negotiate " + *token);
+  rq.negotiate = "Negotiate " + *token;
+  co_return std::nullopt;
+}
+
+// A backend connection for the request: pooled or new, with failover between servers.
+net::awaitable<verdict> acquire_backend(connection& c, request& rq, std::string key) {
+  auto& rec = rq.rec;
+  rq.lease = co_await c.pool->acquire(std::move(key));
+  if (!rq.lease.conn) {
+    rec.error = "upstream_connect_failed";
+    rec.upstream_connect_us = micros(rq.lease.connect_time);
+    observability::logger("upstream")->error("conn={} req={} no backend reachable: {}", c.conn_id,
+                                             rec.req_id, rq.lease.detail);
+    c.rt.metrics->upstream_connect_failures.inc();
+    co_return refusal{reply::upstream_connect_failed, 0, false, rq.plan.client_version};
+  }
   co_return std::nullopt;
 }
 
@@ -611,24 +654,13 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
   // authenticated): a connection made for one user is never handed to another.
   const bool kerberos =
       c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
-  // (A named argument: GCC 12 destroys a coroutine argument built by a conditional expression
-  // twice.)
-  std::string pool_key = kerberos ? (rq.principal.empty() ? rq.account : rq.principal) : std::string();
   // A backend connection private to this client serves its later requests that forward no
   // certificate identity (the NTLM legs and what follows them); no other client ever gets it.
   if (!rq.decision.forward_identity) rq.lease.conn = c.pinned.take(pool);
   if (rq.lease.conn) {
     rq.lease.reused = true;
-  } else {
-    rq.lease = co_await pool.acquire(std::move(pool_key));
-  }
-  if (!rq.lease.conn) {
-    rec.error = "upstream_connect_failed";
-    rec.upstream_connect_us = micros(rq.lease.connect_time);
-    observability::logger("upstream")->error("conn={} req={} no backend reachable: {}", c.conn_id,
-                                             rec.req_id, rq.lease.detail);
-    c.rt.metrics->upstream_connect_failures.inc();
-    co_return refusal{reply::upstream_connect_failed, 0, false, rq.plan.client_version};
+  } else if (verdict v = co_await acquire_backend(c, rq, pool_key(rq, kerberos))) {
+    co_return v;
   }
   if (!rq.lease.reused) rec.upstream_connect_us = micros(rq.lease.connect_time);
   rec.upstream = pool.server(rq.lease.conn->server).url;
@@ -641,8 +673,53 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
     rec.upstream_conn = "private";
     c.rt.metrics->upstream_pinned_requests.inc();
   }
-  if (kerberos) co_return co_await kerberos_token(c, rq);
+  if (!kerberos) co_return std::nullopt;
+  if (on_kerberos_session(c, rq)) {
+    rq.kerberos_session = true;
+    rec.extra.emplace_back("krb_cache", "session");
+    c.rt.metrics->kerberos_session_requests.inc();
+    co_return std::nullopt;
+  }
+  if (verdict v = co_await kerberos_token(c, rq)) co_return v;
+  rq.msg().set(bhttp::field::authorization, rq.negotiate);
   co_return std::nullopt;
+}
+
+// The backend answered 401 to a request sent without a token on a Kerberos session: the session
+// is over. The request goes again with a token, on the same connection when the 401 left it
+// usable, else on another of the user's. Nothing has reached the client yet.
+net::awaitable<verdict> resend_with_token(connection& c, request& rq, const sent_request& sent,
+                                          outcome& out) {
+  c.rt.metrics->kerberos_session_resends.inc();
+  std::erase_if(rq.rec.extra, [](const auto& kv) { return kv.first == "krb_cache"; });
+  rq.rec.extra.emplace_back("krb_session", "401, sent again with a token");
+  rq.kerberos_session = false;
+  rq.lease.conn->kerberos_session = false;
+  if (!out.upstream_reusable) {
+    rq.lease.conn.reset();
+    if (verdict v = co_await acquire_backend(c, rq, pool_key(rq, true))) co_return v;
+    rq.lease.conn->requests++;
+    rq.rec.upstream = c.pool->server(rq.lease.conn->server).url;
+    rq.rec.upstream_conn = rq.lease.reused ? "reused" : "new";
+  }
+  if (verdict v = co_await kerberos_token(c, rq)) co_return v;
+  out = co_await relay_again(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, sent,
+                             rq.negotiate);
+  co_return std::nullopt;
+}
+
+// Kerberos mode, after an exchange: a backend that answered a token with Persistent-Auth: true
+// keeps the connection authenticated for the user (kerberos.persistent_auth); a 401 or
+// Persistent-Auth: false ends that.
+void note_kerberos_session(connection& c, const request& rq, const outcome& out) {
+  upstream::connection& uc = *rq.lease.conn;
+  const int status = rq.rec.upstream_status;
+  if (!rq.negotiate.empty()) {
+    uc.kerberos_session = c.rt.cfg->kerberos.persistent_auth && status != 0 && status != 401 &&
+                          out.persistent_auth == upstream::persistence::persists;
+  } else if (status == 401 || out.persistent_auth == upstream::persistence::ends) {
+    uc.kerberos_session = false;
+  }
 }
 
 // --- one request ----------------------------------------------------------------------------------
@@ -665,6 +742,18 @@ bool finish(connection& c, request& rq, bool keep) {
   return keep;
 }
 
+// Answers a request a phase ended early with its local reply; returns whether the client
+// connection may carry another request.
+net::awaitable<bool> refuse(connection& c, request& rq, const refusal& v) {
+  if (!v.location.empty())
+    co_await send_redirect(c, rq.rec, v.location, v.keep, v.version);
+  else if (v.page)
+    co_await send_local(c, rq.rec, *v.page, v.keep, v.version, v.allow);
+  else
+    co_await send_local(c, rq.rec, v.r, v.substatus, v.keep, v.version, v.allow);
+  co_return finish(c, rq, v.keep);
+}
+
 // Serves one request whose header read_header delivered (or failed to). Returns whether the
 // client connection may carry another request.
 net::awaitable<bool> serve_request(connection& c, const header_read& h) {
@@ -677,22 +766,25 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   if (!v) map(rq);
   if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
   if (!v) v = co_await delegate(c, rq);
-  if (v) {
-    if (!v->location.empty())
-      co_await send_redirect(c, rq.rec, v->location, v->keep, v->version);
-    else if (v->page)
-      co_await send_local(c, rq.rec, *v->page, v->keep, v->version, v->allow);
-    else
-      co_await send_local(c, rq.rec, v->r, v->substatus, v->keep, v->version, v->allow);
-    co_return finish(c, rq, v->keep);
-  }
+  if (v) co_return co_await refuse(c, rq, *v);
   // relay (relay.cpp): the backend connection goes back to the pool only after a clean exchange.
-  const outcome out = co_await relay(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0);
+  outcome out;
+  if (rq.kerberos_session) {
+    sent_request sent;
+    out = co_await relay_keeping(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, sent);
+    if (out.resend) {
+      if (verdict rv = co_await resend_with_token(c, rq, sent, out))
+        co_return co_await refuse(c, rq, *rv);
+    }
+  } else {
+    out = co_await relay(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0);
+  }
   // A response that offers or completes NTLM/Negotiate, or says Persistent-Auth, binds the
   // connection too, unless the token on it is cbagate's own (Kerberos mode: keyed per user).
   upstream::connection& uc = *rq.lease.conn;
   const bool own_token =
       c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
+  if (own_token) note_kerberos_session(c, rq, out);
   if (out.upstream_bound && !own_token && !uc.pinned) {
     upstream::make_private(uc, &c.rt.metrics->upstream_private_open);
     rq.rec.upstream_conn = "private";

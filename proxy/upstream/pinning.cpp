@@ -65,6 +65,17 @@ bool response_binds_connection(const bhttp::fields& response) noexcept {
   return false;
 }
 
+persistence persistent_auth(const bhttp::fields& response) noexcept {
+  persistence said = persistence::unsaid;
+  for (const auto& f : response) {
+    if (f.name() != bhttp::field::unknown || !boost::beast::iequals(f.name_string(), "Persistent-Auth"))
+      continue;
+    if (!boost::beast::iequals(trim(f.value()), "true")) return persistence::ends;
+    said = persistence::persists;
+  }
+  return said;
+}
+
 std::unique_ptr<connection> private_slot::take(const pool& p) {
   if (!conn_) return nullptr;
   std::unique_ptr<connection> c = std::move(conn_);

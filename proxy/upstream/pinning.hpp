@@ -41,6 +41,18 @@ bool request_binds_connection(const boost::beast::http::fields& request) noexcep
  */
 bool response_binds_connection(const boost::beast::http::fields& response) noexcept;
 
+/** What a response's Persistent-Auth fields say (IIS: whether the connection stays
+ *  authenticated for later requests). */
+enum class persistence { unsaid, persists, ends };
+
+/**
+ * Persistent-Auth in `response` (its header as received): `persists` only when every such field
+ * says "true" (any letter case, spaces around), `ends` when any says anything else, `unsaid`
+ * without one. Deliberately narrow: only an explicit "true" lets a later request go without a
+ * token (kerberos.persistent_auth).
+ */
+persistence persistent_auth(const boost::beast::http::fields& response) noexcept;
+
 /**
  * The backend connection one client connection keeps for itself: at most one, private to it
  * (connection::pinned). Lives with the client connection (in its coroutine frame); destroying

@@ -61,6 +61,11 @@ struct connection {
   // pinning.hpp): it serves only that client's later requests, never goes back to a pool and
   // is closed with that client connection. Set by make_private(), never cleared.
   bool pinned = false;
+  // Kerberos mode (kerberos.persistent_auth): the backend answered cbagate's token for `key`
+  // with Persistent-Auth: true, so it keeps this connection authenticated as that user (IIS
+  // authPersistNonNTLM) and later requests of that user on it need no new token. Cleared when
+  // the backend says otherwise (a 401, Persistent-Auth: false).
+  bool kerberos_session = false;
   observability::gauge* private_open = nullptr;  // decremented when a pinned connection closes
 
   template <class F>

@@ -57,6 +57,11 @@ std::string usage() {
   --negotiate-principal NAME     acceptor name (HTTP/host[@REALM] or HTTP@host); default any key
   --negotiate-rcache SPEC        replay cache: temp (per-process, default), none, or TYPE:RESIDUAL
   --require-negotiate            /owa, /ecp, /Microsoft-Server-ActiveSync need a valid token (401)
+  --negotiate-persist            IIS authPersistNonNTLM: a Kerberos token on /owa, /ecp, ActiveSync
+                                 authenticates its connection (Persistent-Auth: true); later
+                                 requests on it need no token
+  --negotiate-persist-max N      at most N token-less requests per authentication, then 401
+                                 (default 0 = unlimited)
   --notification-wait-seconds S  how long a MAPI NotificationWait is held (default 60)
   --mapi-pending-ms MS           PENDING keep-alive period of MAPI responses (default 15000; 0 = none)
   --channel-bindings MODE        ignore (default) | require: TLS tokens must carry RFC 5929
@@ -96,6 +101,10 @@ parse_result parse_options(int argc, char** argv) {
     }
     if (arg == "--require-negotiate") {
       o.require_negotiate = true;
+      continue;
+    }
+    if (arg == "--negotiate-persist") {
+      o.negotiate_persist = true;
       continue;
     }
     if (!value(v)) return fail(std::string(arg) + ": missing value or unknown option");
@@ -160,6 +169,8 @@ parse_result parse_options(int argc, char** argv) {
         return fail("--negotiate-rcache: expected temp, none or TYPE:RESIDUAL");
       }
       o.negotiate_rcache = v;
+    } else if (arg == "--negotiate-persist-max") {
+      if (!to_number(v, o.negotiate_persist_max)) return fail("--negotiate-persist-max: expected a number");
     } else if (arg == "--notification-wait-seconds") {
       if (!to_number(v, o.notification_wait_s) || o.notification_wait_s > 3600) {
         return fail("--notification-wait-seconds: expected 0..3600");
@@ -178,9 +189,10 @@ parse_result parse_options(int argc, char** argv) {
     return fail("--tls-listen needs --cert and --key");
   }
   if (o.negotiate_keytab.empty() &&
-      (o.require_negotiate || o.require_channel_bindings || !o.negotiate_principal.empty())) {
-    return fail("--require-negotiate, --channel-bindings require and --negotiate-principal need "
-                "--negotiate-keytab");
+      (o.require_negotiate || o.require_channel_bindings || !o.negotiate_principal.empty() ||
+       o.negotiate_persist)) {
+    return fail("--require-negotiate, --channel-bindings require, --negotiate-principal and "
+                "--negotiate-persist need --negotiate-keytab");
   }
   if (o.ping_cap && !min_set) o.ping_min = 1;
   if (o.ping_min > o.ping_max) return fail("--ping-heartbeat-min is above --ping-heartbeat-max");

@@ -40,6 +40,9 @@ struct options {
   std::string negotiate_rcache = "temp";  ///< --negotiate-rcache: temp | none | TYPE:RESIDUAL
   bool require_negotiate = false;         ///< --require-negotiate: 401 on /owa, /ecp, EAS
   bool require_channel_bindings = false;  ///< --channel-bindings require (default ignore)
+  bool negotiate_persist = false;         ///< --negotiate-persist: IIS authPersistNonNTLM
+  unsigned negotiate_persist_max = 0;     ///< --negotiate-persist-max: token-less requests per
+                                          ///< authentication (0 = unlimited)
   unsigned notification_wait_s = 60;      ///< --notification-wait-seconds: MAPI NotificationWait hold
   unsigned mapi_pending_ms = 15000;       ///< --mapi-pending-ms: PENDING keep-alive period, 0 = none
 };

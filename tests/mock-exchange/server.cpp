@@ -202,6 +202,10 @@ struct connection_info {
   std::string client_subject;
   bool closed = false;  // the socket was closed on purpose or by the peer
   conn_auth_state auth;  // IIS-like connection-bound authentication (conn_auth.hpp)
+  // --negotiate-persist (IIS authPersistNonNTLM): the principal a Kerberos token on /owa, /ecp
+  // or ActiveSync authenticated this connection as, and the token-less requests it served since.
+  std::string kerberos_user;
+  std::uint64_t kerberos_uses = 0;
 };
 
 struct request_ctx {
@@ -226,6 +230,8 @@ struct request_ctx {
   bool logging = false;
   bool negotiate_enabled = false;          // an acceptor is configured
   std::optional<negotiate_outcome> nego;   // set when a Negotiate token came
+  std::string session_user;     // --negotiate-persist: served as the connection's user, no token
+  bool persistent_auth = false;  // --negotiate-persist: this token authenticated the connection
   json::object extra;  // command-specific log fields, filled only when logging
 
   void consume(const char* p, std::size_t n) {
@@ -313,7 +319,10 @@ void stamp(http::response<Body>& res, const request_ctx& ctx, const connection_i
   if (!conn.client_subject.empty()) res.set("X-Mock-Client-Cert-Subject", conn.client_subject);
   if (ctx.negotiate_enabled) {
     bool ok = ctx.nego && ctx.nego->authenticated;
-    res.set("X-Mock-Principal", ok ? ctx.nego->principal : std::string("-"));
+    res.set("X-Mock-Principal", ok                         ? ctx.nego->principal
+                                : !ctx.session_user.empty() ? ctx.session_user
+                                                            : std::string("-"));
+    if (ctx.persistent_auth) res.set("Persistent-Auth", "true");
     // The acceptor's reply token (mutual authentication), as IIS sends it with the answer.
     if (ok && !ctx.nego->output_token.empty()) {
       res.set(http::field::www_authenticate, "Negotiate " + ctx.nego->output_token);
@@ -955,6 +964,30 @@ reply simple_reply(route r, const request_facts& f, shared_state& st) {
   }
 }
 
+// --negotiate-persist, as IIS with authPersistNonNTLM (its default): a valid Kerberos token
+// authenticates the TCP connection (the answer says Persistent-Auth: true) and later requests
+// on it without a token run as that user; --negotiate-persist-max N ends that after N of them
+// (the next token-less request is asked again, 401). A failed token unbinds the connection.
+void persist_negotiate(request_ctx& ctx, connection_info& conn, const options& o) {
+  if (ctx.nego) {
+    conn.kerberos_uses = 0;
+    if (ctx.nego->authenticated) {
+      conn.kerberos_user = ctx.nego->principal;
+      ctx.persistent_auth = true;
+    } else {
+      conn.kerberos_user.clear();
+    }
+    return;
+  }
+  if (conn.kerberos_user.empty()) return;
+  if (o.negotiate_persist_max != 0 && conn.kerberos_uses >= o.negotiate_persist_max) {
+    conn.kerberos_user.clear();
+    return;
+  }
+  ++conn.kerberos_uses;
+  ctx.session_user = conn.kerberos_user;
+}
+
 template <class Stream>
 net::awaitable<bool> handle(Stream& s, beast::flat_buffer& buf, parser_t& p, request_ctx& ctx,
                             connection_info& conn, shared_state& st) {
@@ -967,7 +1000,9 @@ net::awaitable<bool> handle(Stream& s, beast::flat_buffer& buf, parser_t& p, req
     ctx.error = "read body: " + ec.message();
     co_return false;
   }
-  if (st.opts.require_negotiate && needs_negotiate(r) && !(ctx.nego && ctx.nego->authenticated)) {
+  if (st.opts.negotiate_persist && needs_negotiate(r)) persist_negotiate(ctx, conn, st.opts);
+  if (st.opts.require_negotiate && needs_negotiate(r) && !(ctx.nego && ctx.nego->authenticated) &&
+      ctx.session_user.empty()) {
     reply challenge = text_reply(401, "mock-exchange: Negotiate authentication required\n");
     bool cont = ctx.nego && ctx.nego->continue_needed && !ctx.nego->output_token.empty();
     challenge.headers.emplace_back("WWW-Authenticate",
@@ -1131,6 +1166,7 @@ void write_log(shared_state& st, const connection_info& conn, const request_msg*
       for (auto& f : flag_names(n->flags)) names.push_back(json::string(f));
     }
     rec["negotiate_flag_names"] = std::move(names);
+    rec["negotiate_session_user"] = text_or_null(ctx.session_user);
     rec["negotiate_delegated"] = n != nullptr && n->delegated;
     rec["negotiate_channel_bound"] = n != nullptr && n->channel_bound;
   }

@@ -2,12 +2,13 @@
 only S4U2Self + S4U2Proxy could have produced out, accepted by the backend with its own keytab.
 
 Needs the `kdc` ctest fixture (tests/support/kdc/start-kdc): CBAGATE_KDC_DIR/env.sh."""
+import hashlib
 import os
 import shutil
 import tempfile
 import unittest
 
-from harness import PKI, Client, Mock, Proxy, ROUTES_DEFAULT, request, wait_until
+from harness import PKI, Client, Mock, Proxy, RawClient, ROUTES_DEFAULT, metric, request, wait_until
 
 KDC_DIR = os.environ.get("CBAGATE_KDC_DIR", "")
 
@@ -218,6 +219,145 @@ class Kerberos(unittest.TestCase):
             conn.close()
         self.assertEqual(res.status, 503, body)
         self.assertIn("not ready: no Kerberos credential: kerberos: cannot get a ticket", body)
+
+def krb_extra(rec, key):
+    extra = rec.get("extra", {})
+    return dict(extra).get(key) if isinstance(extra, list) else extra.get(key)
+
+
+class KerberosSessions(unittest.TestCase):
+    """kerberos.persistent_auth: a backend that keeps a connection authenticated (IIS
+    authPersistNonNTLM, Persistent-Auth: true) gets one token per connection, not per request."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(os.path.join(KDC_DIR, "env.sh")):
+            raise AssertionError(f"no KDC realm in {KDC_DIR}: run the kdc_setup fixture")
+        cls.env = kdc_env()
+        cls.tmp = tempfile.mkdtemp(prefix="cbagate-krbsess-")
+        os.environ["KRB5_CONFIG"] = cls.env["KRB5_CONFIG"]
+        base = ("--negotiate-keytab", cls.env["KCD_BACKEND_KEYTAB"], "--require-negotiate",
+                "--negotiate-persist")
+        cls.persist = Mock(cls.tmp, extra_args=base)
+        # IIS dropping a connection's authentication: one token-less request per token, then 401.
+        cls.persist_once = Mock(cls.tmp,
+                                extra_args=base + ("--negotiate-persist-max", "1"))
+        cls.proxies = []
+
+    @classmethod
+    def tearDownClass(cls):
+        for p in cls.proxies:
+            p.stop()
+        cls.persist.stop()
+        cls.persist_once.stop()
+        if os.environ.get("CBAGATE_KEEP_TMP") is None:
+            shutil.rmtree(cls.tmp, ignore_errors=True)
+
+    def proxy(self, mock, persistent_auth=None):
+        kerberos = {"keytab": self.env["KCD_PROXY_KEYTAB"],
+                    "principal": self.env["KCD_PROXY_PRINCIPAL"],
+                    "target_spn": "HTTP/exchange.lab.test", "krb5_config": self.env["KRB5_CONFIG"]}
+        if persistent_auth is not None:
+            kerberos["persistent_auth"] = persistent_auth
+        p = Proxy(self.tmp, [f"http://{mock.http}"], routes=ROUTES_DEFAULT,
+                  sections={"identity": {"mode": "kerberos"}, "kerberos": kerberos})
+        self.proxies.append(p)
+        return p
+
+    def saw(self, mock, marker, n=1):
+        return wait_until(lambda: (lambda r: r if len(r) >= n else None)(
+            [r for r in mock.requests() if f"marker={marker}" in (r.get("target") or "")]),
+            timeout=10, what=f"{n} backend record(s) of {marker}")
+
+    @staticmethod
+    def ask(raw, method, marker, body=b""):
+        """One request, its header and body in one write (one TLS record when small, as a phone
+        sends a Sync); the response's status."""
+        head = f"{method} /owa/?marker={marker} HTTP/1.1\r\nHost: localhost\r\n"
+        if method == "POST":
+            head += f"Content-Length: {len(body)}\r\n"
+        raw.send(head.encode() + b"\r\n" + body)
+        return raw.read_response().status
+
+    def test_a_backend_session_carries_the_users_later_requests_without_a_token(self):
+        p = self.proxy(self.persist)
+        a = RawClient(p, "alice")
+        try:
+            self.assertEqual(self.ask(a, "GET", "ses1"), 200)
+            self.assertEqual(self.ask(a, "GET", "ses2"), 200)
+            self.assertEqual(self.ask(a, "POST", "ses3", b"s" * 300), 200)
+            # A body larger than one relay chunk is streamed, so it could not be sent again if the
+            # backend asked: it carries a token.
+            self.assertEqual(self.ask(a, "POST", "ses4", b"L" * 20000), 200)
+            self.assertEqual(self.ask(a, "GET", "ses5"), 200)
+        finally:
+            a.close()
+        first = self.saw(self.persist, "ses1")[0]
+        self.assertEqual(first["negotiate_principal"], "alice@LAB.TEST")
+        for m in ("ses2", "ses3", "ses5"):
+            rec = self.saw(self.persist, m)[0]
+            self.assertEqual(rec["status"], 200, rec)
+            self.assertFalse(rec["negotiate"], rec)  # no Authorization at all
+            self.assertEqual(rec["negotiate_session_user"], "alice@LAB.TEST", rec)
+            self.assertEqual(rec["connection"], first["connection"], rec)
+        self.assertEqual(self.saw(self.persist, "ses3")[0]["body_bytes"], 300)
+        streamed = self.saw(self.persist, "ses4")[0]
+        self.assertEqual(streamed["negotiate_principal"], "alice@LAB.TEST")
+        self.assertEqual(streamed["body_bytes"], 20000)
+        recs = p.wait_access_records(5)
+        self.assertEqual([krb_extra(r, "krb_cache") for r in recs],
+                         ["miss", "session", "session", "hit", "session"], recs)
+        self.assertEqual(metric(p.admin, "cbagate_kerberos_session_requests_total"), 3)
+        # Another user never rides alice's session: bob's first request carries bob's token, on
+        # a backend connection of his own.
+        b = RawClient(p, "bob")
+        try:
+            self.assertEqual(self.ask(b, "GET", "ses-bob"), 200)
+        finally:
+            b.close()
+        rec = self.saw(self.persist, "ses-bob")[0]
+        self.assertEqual(rec["negotiate_principal"], "bob@LAB.TEST")
+        self.assertNotEqual(rec["connection"], first["connection"])
+
+    def test_a_401_to_a_session_request_is_sent_again_with_a_token_not_passed_on(self):
+        p = self.proxy(self.persist_once)
+        a = RawClient(p, "alice")
+        try:
+            self.assertEqual(self.ask(a, "GET", "once1"), 200)
+            self.assertEqual(self.ask(a, "POST", "once2", b"x" * 200), 200)
+            self.assertEqual(self.ask(a, "POST", "once3", b"y" * 250), 200)  # the backend asks again
+            self.assertEqual(self.ask(a, "GET", "once4"), 200)
+        finally:
+            a.close()
+        self.assertFalse(self.saw(self.persist_once, "once2")[0]["negotiate"])
+        asked, again = self.saw(self.persist_once, "once3", n=2)[:2]
+        self.assertEqual((asked["status"], asked["negotiate"], asked["negotiate_session_user"]),
+                         (401, False, None), asked)
+        self.assertEqual((again["status"], again["negotiate_principal"], again["body_bytes"]),
+                         (200, "alice@LAB.TEST", 250), again)
+        self.assertEqual(again["body_sha256"], hashlib.sha256(b"y" * 250).hexdigest())
+        # The token renewed the session: the next request goes without one again.
+        self.assertEqual(self.saw(self.persist_once, "once4")[0]["negotiate_session_user"],
+                         "alice@LAB.TEST")
+        self.assertEqual(metric(p.admin, "cbagate_kerberos_session_resends_total"), 1)
+        recs = p.wait_access_records(4)
+        self.assertEqual([r["status"] for r in recs], [200, 200, 200, 200], recs)
+        self.assertEqual(krb_extra(recs[2], "krb_cache"), "hit", recs[2])
+        self.assertEqual(krb_extra(recs[2], "krb_session"), "401, sent again with a token", recs[2])
+
+    def test_persistent_auth_false_sends_a_token_with_every_request(self):
+        p = self.proxy(self.persist, persistent_auth=False)
+        a = Client(p, "alice")
+        try:
+            for i in range(3):
+                self.assertEqual(a.request("GET", f"/owa/?marker=every{i}").status, 200)
+        finally:
+            a.close()
+        for i in range(3):
+            self.assertEqual(self.saw(self.persist, f"every{i}")[0]["negotiate_principal"],
+                             "alice@LAB.TEST")
+        self.assertEqual(metric(p.admin, "cbagate_kerberos_session_requests_total"), 0)
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -11,6 +11,8 @@ namespace {
 
 namespace bhttp = boost::beast::http;
 using cbagate::upstream::names_connection_bound_scheme;
+using cbagate::upstream::persistence;
+using cbagate::upstream::persistent_auth;
 using cbagate::upstream::request_binds_connection;
 using cbagate::upstream::response_binds_connection;
 
@@ -47,6 +49,25 @@ TEST_CASE("pinning: a request binds its connection when any Authorization is NTL
   CHECK_FALSE(request_binds_connection(make({{"Authorization", "Basic YWxpY2U6cGFzcw=="}})));
   CHECK_FALSE(request_binds_connection(make({{"Host", "mail"}, {"X-Note", "NTLM"}})));
   CHECK_FALSE(request_binds_connection(make({})));
+}
+
+TEST_CASE("pinning: only an explicit Persistent-Auth: true lets a Kerberos session go on") {
+  CHECK(persistent_auth(make({{"Persistent-Auth", "true"}})) == persistence::persists);
+  CHECK(persistent_auth(make({{"persistent-auth", " TRUE\t"}})) == persistence::persists);
+  CHECK(persistent_auth(make({{"Persistent-Auth", "true"}, {"Persistent-Auth", "true"}})) ==
+        persistence::persists);
+  CHECK(persistent_auth(make({{"Persistent-Auth", "false"}})) == persistence::ends);
+  CHECK(persistent_auth(make({{"Persistent-Auth", "yes"}})) == persistence::ends);
+  CHECK(persistent_auth(make({{"Persistent-Auth", ""}})) == persistence::ends);
+  CHECK(persistent_auth(make({{"Persistent-Auth", "true, false"}})) == persistence::ends);
+  // Two fields that disagree: the narrow reading wins.
+  CHECK(persistent_auth(make({{"Persistent-Auth", "true"}, {"Persistent-Auth", "false"}})) ==
+        persistence::ends);
+  CHECK(persistent_auth(make({{"Persistent-Auth", "false"}, {"Persistent-Auth", "true"}})) ==
+        persistence::ends);
+  CHECK(persistent_auth(make({})) == persistence::unsaid);
+  CHECK(persistent_auth(make({{"X-Persistent-Auth", "true"}, {"WWW-Authenticate", "Negotiate x"}})) ==
+        persistence::unsaid);
 }
 
 TEST_CASE("pinning: a response binds its connection on WWW-Authenticate NTLM/Negotiate or Persistent-Auth") {
