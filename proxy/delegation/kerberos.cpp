@@ -118,12 +118,6 @@ struct slot {
   std::string ccache;  // MEMORY: ccache holding this worker's proxy TGT
 };
 
-struct cache_entry {
-  std::string ccache;  // MEMORY: ccache with the user's evidence and S4U2Proxy tickets
-  clock::time_point expires;
-  std::list<std::string>::iterator lru;  // position in impl::lru_ (front = most recent)
-};
-
 }  // namespace
 
 struct kerberos_delegator::impl {
@@ -138,6 +132,36 @@ struct kerberos_delegator::impl {
   gss_OID_set_desc spnego_set{1, &spnego_oid};
   std::string id;  // unique prefix for this delegator's ccache names
   std::atomic<std::uint64_t> seq{0};
+  // The target as a union name, imported once: gss_init_sec_context only reads a name it is
+  // given (mechglue g_init_sec_context.c imports a mech name from it into a temporary), so every
+  // worker may pass the same one.
+  gss::name_ptr target;
+
+  /** A user's delegated credential: the MEMORY ccache with the evidence and S4U2Proxy tickets,
+   *  and one GSS handle on it acquired when the entry is made, so a warm token acquires nothing.
+   *  Shared (shared_ptr) by the cache and every worker using it: an evicted entry is freed by
+   *  its last user, handle first, then the ccache the handle reads. MIT krb5 creds carry their
+   *  own lock, so concurrent gss_init_sec_context calls on one handle are safe. */
+  struct delegated {
+    impl& owner;
+    std::string ccache;
+    gss::cred_ptr cred;
+    delegated(impl& o, std::string cc, gss::cred_ptr c)
+        : owner(o), ccache(std::move(cc)), cred(std::move(c)) {}
+    delegated(const delegated&) = delete;
+    delegated& operator=(const delegated&) = delete;
+    ~delegated() {
+      cred.reset();
+      owner.destroy_ccaches({ccache});
+    }
+  };
+  using delegated_ptr = std::shared_ptr<const delegated>;
+
+  struct cache_entry {
+    delegated_ptr cred;
+    clock::time_point expires;
+    std::list<std::string>::iterator lru;  // position in lru (front = most recent)
+  };
 
   std::mutex slots_mutex;
   std::vector<slot> free_slots;
@@ -167,10 +191,10 @@ struct kerberos_delegator::impl {
 
   ~impl() {
     pool.join();
-    std::vector<std::string> names;
-    for (auto& [_, e] : cache) names.push_back(e.ccache);
-    names.insert(names.end(), all_slot_ccaches.begin(), all_slot_ccaches.end());
-    destroy_ccaches(names);
+    cache.clear();  // no worker holds an entry now: frees every handle and its ccache
+    lru.clear();
+    destroy_ccaches(all_slot_ccaches);
+    target.reset();
     if (kctx != nullptr) krb5_free_context(kctx);
   }
 
@@ -192,83 +216,70 @@ struct kerberos_delegator::impl {
     return make_error_code(e);
   }
 
-  // --- cache -------------------------------------------------------------------------------
-  std::optional<std::string> lookup(const std::string& principal) {
-    std::vector<std::string> dead;
-    std::optional<std::string> found;
-    {
-      std::lock_guard lock(cache_mutex);
-      auto it = cache.find(principal);
-      if (it == cache.end()) return std::nullopt;
-      if (clock::now() >= it->second.expires) {
-        dead.push_back(it->second.ccache);
-        lru.erase(it->second.lru);
-        cache.erase(it);
+  // --- cache (entries that leave it die outside cache_mutex: their last owner frees them) ---
+  delegated_ptr lookup(const std::string& principal) {
+    delegated_ptr dead;
+    std::lock_guard lock(cache_mutex);
+    auto it = cache.find(principal);
+    if (it == cache.end()) return nullptr;
+    if (clock::now() >= it->second.expires) {
+      dead = std::move(it->second.cred);
+      lru.erase(it->second.lru);
+      cache.erase(it);
+      ++evictions;
+      return nullptr;  // unlocks, then `dead` goes
+    }
+    lru.splice(lru.begin(), lru, it->second.lru);
+    return it->second.cred;
+  }
+
+  void forget(const std::string& principal, const delegated_ptr& cred) {
+    delegated_ptr dead;
+    std::lock_guard lock(cache_mutex);
+    auto it = cache.find(principal);
+    if (it != cache.end() && it->second.cred == cred) {
+      dead = std::move(it->second.cred);
+      lru.erase(it->second.lru);
+      cache.erase(it);
+    }
+  }
+
+  /** Caches `cred` for `principal`; returns the credential to use now: `cred`, or the one a
+   *  concurrent cold call for the same principal put there first (`cred` is then dropped). */
+  delegated_ptr insert(const std::string& principal, delegated_ptr cred, clock::time_point expires) {
+    std::vector<delegated_ptr> dead;
+    std::lock_guard lock(cache_mutex);
+    if (auto it = cache.find(principal); it != cache.end() && it->second.expires > clock::now()) {
+      dead.push_back(std::move(cred));
+      return it->second.cred;
+    } else if (it != cache.end()) {
+      dead.push_back(std::move(it->second.cred));
+      lru.erase(it->second.lru);
+      cache.erase(it);
+    }
+    lru.push_front(principal);
+    auto& fresh = cache.emplace(principal, cache_entry{std::move(cred), expires, lru.begin()})
+                      .first->second;
+    const auto now = clock::now();
+    // Expired entries first, then least recently used, down to capacity.
+    for (auto i = cache.begin(); i != cache.end();) {
+      if (i->second.expires <= now && i->first != principal) {
+        dead.push_back(std::move(i->second.cred));
+        lru.erase(i->second.lru);
+        i = cache.erase(i);
         ++evictions;
       } else {
-        lru.splice(lru.begin(), lru, it->second.lru);
-        found = it->second.ccache;
+        ++i;
       }
     }
-    destroy_ccaches(dead);
-    return found;
-  }
-
-  void forget(const std::string& principal, const std::string& ccache) {
-    bool erased = false;
-    {
-      std::lock_guard lock(cache_mutex);
-      auto it = cache.find(principal);
-      if (it != cache.end() && it->second.ccache == ccache) {
-        lru.erase(it->second.lru);
-        cache.erase(it);
-        erased = true;
-      }
+    while (cache.size() > std::max<std::size_t>(options.cache_capacity, 1)) {
+      auto victim = cache.find(lru.back());
+      dead.push_back(std::move(victim->second.cred));
+      cache.erase(victim);
+      lru.pop_back();
+      ++evictions;
     }
-    if (erased) destroy_ccaches({ccache});
-  }
-
-  /** Caches `ccache` for `principal`; returns the ccache to use now: `ccache`, or the one a
-   *  concurrent cold call for the same principal put there first (`ccache` is then destroyed). */
-  std::string insert(const std::string& principal, std::string ccache, clock::time_point expires) {
-    std::vector<std::string> dead;
-    std::string use = ccache;
-    {
-      std::lock_guard lock(cache_mutex);
-      if (auto it = cache.find(principal); it != cache.end() && it->second.expires > clock::now()) {
-        use = it->second.ccache;
-        dead.push_back(std::move(ccache));
-      } else {
-        if (it != cache.end()) {
-          dead.push_back(it->second.ccache);
-          lru.erase(it->second.lru);
-          cache.erase(it);
-        }
-        lru.push_front(principal);
-        cache.emplace(principal, cache_entry{std::move(ccache), expires, lru.begin()});
-        const auto now = clock::now();
-        // Expired entries first, then least recently used, down to capacity.
-        for (auto i = cache.begin(); i != cache.end();) {
-          if (i->second.expires <= now && i->first != principal) {
-            dead.push_back(i->second.ccache);
-            lru.erase(i->second.lru);
-            i = cache.erase(i);
-            ++evictions;
-          } else {
-            ++i;
-          }
-        }
-        while (cache.size() > std::max<std::size_t>(options.cache_capacity, 1)) {
-          auto victim = cache.find(lru.back());
-          dead.push_back(victim->second.ccache);
-          cache.erase(victim);
-          lru.pop_back();
-          ++evictions;
-        }
-      }
-    }
-    destroy_ccaches(dead);
-    return use;
+    return fresh.cred;
   }
 
   // --- worker slots: one proxy credential (ccache) per concurrent caller -------------------
@@ -289,22 +300,9 @@ struct kerberos_delegator::impl {
   }
 
   // --- GSS steps ----------------------------------------------------------------------------
-  expected<gss::name_ptr> target_name() const { return import_name(target_text, target_type); }
-
-  /** A fresh SPNEGO token from the delegated credential in `ccache`: no KDC request. */
-  expected<std::string> token_from(const std::string& ccache, std::span<const unsigned char> cb) {
+  /** A fresh SPNEGO token from a delegated credential: no KDC request, nothing acquired. */
+  expected<std::string> token_from(const delegated& d, std::span<const unsigned char> cb) {
     OM_uint32 minor = 0;
-    gss_key_value_element_desc elem{"ccache", ccache.c_str()};
-    gss_key_value_set_desc store{1, &elem};
-    gss_cred_id_t raw_cred = GSS_C_NO_CREDENTIAL;
-    OM_uint32 major = gss_acquire_cred_from(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &spnego_set,
-                                            GSS_C_INITIATE, &store, &raw_cred, nullptr, nullptr);
-    if (GSS_ERROR(major)) return make_error_code(classify(step::token, major, minor));
-    gss::cred_ptr cred(raw_cred);
-
-    auto target = target_name();
-    if (!target) return target.error();
-
     std::string app_data;
     gss_channel_bindings_struct bindings{};
     if (!cb.empty()) {
@@ -316,17 +314,17 @@ struct kerberos_delegator::impl {
     }
     gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
     gss::buffer out;
-    major = gss_init_sec_context(&minor, cred.get(), &raw_ctx, target->get(), &spnego_oid,
-                                 GSS_C_MUTUAL_FLAG, GSS_C_INDEFINITE,
-                                 cb.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &bindings,
-                                 GSS_C_NO_BUFFER, nullptr, out.out(), nullptr, nullptr);
+    const OM_uint32 major = gss_init_sec_context(
+        &minor, d.cred.get(), &raw_ctx, target.get(), &spnego_oid, GSS_C_MUTUAL_FLAG,
+        GSS_C_INDEFINITE, cb.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &bindings, GSS_C_NO_BUFFER,
+        nullptr, out.out(), nullptr, nullptr);
     gss::ctx_ptr ctx(raw_ctx);
     if (GSS_ERROR(major) || out.empty()) return make_error_code(classify(step::token, major, minor));
     return base64(out.bytes());
   }
 
   /** S4U2Self + S4U2Proxy for `principal`; the delegated credential lands in a new ccache. */
-  expected<std::pair<std::string, clock::time_point>> delegate(const std::string& principal) {
+  expected<std::pair<delegated_ptr, clock::time_point>> delegate(const std::string& principal) {
     const auto t0 = clock::now();
     slot s = take_slot();
     struct slot_return {
@@ -381,15 +379,10 @@ struct kerberos_delegator::impl {
       destroy_ccaches({ccache});
       return make_error_code(classify(step::store, major, minor));
     }
-    gss::cred_ptr delegated(raw);
-    auto target = target_name();
-    if (!target) {
-      destroy_ccaches({ccache});
-      return target.error();
-    }
+    gss::cred_ptr krb5_cred(raw);
     gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
     gss::buffer discard;
-    major = gss_init_sec_context(&minor, delegated.get(), &raw_ctx, target->get(), &krb5_oid, 0,
+    major = gss_init_sec_context(&minor, krb5_cred.get(), &raw_ctx, target.get(), &krb5_oid, 0,
                                  GSS_C_INDEFINITE, GSS_C_NO_CHANNEL_BINDINGS, GSS_C_NO_BUFFER,
                                  nullptr, discard.out(), nullptr, nullptr);
     gss::ctx_ptr ctx(raw_ctx);
@@ -398,6 +391,16 @@ struct kerberos_delegator::impl {
       return make_error_code(classify(step::s4u2proxy, major, minor));
     }
 
+    // 5. The handle every later token of this user uses (SPNEGO, as the backend expects).
+    raw = GSS_C_NO_CREDENTIAL;
+    major = gss_acquire_cred_from(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &spnego_set,
+                                  GSS_C_INITIATE, &user_store, &raw, nullptr, nullptr);
+    if (GSS_ERROR(major)) {
+      destroy_ccaches({ccache});
+      return make_error_code(classify(step::token, major, minor));
+    }
+    auto cred = std::make_shared<const delegated>(*this, std::move(ccache), gss::cred_ptr(raw));
+
     const auto now = clock::now();
     const auto life = lifetime == GSS_C_INDEFINITE ? std::chrono::seconds(36000)
                                                    : std::chrono::seconds(lifetime);
@@ -405,7 +408,7 @@ struct kerberos_delegator::impl {
     ++s4u_count;
     s4u_micros += static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(now - t0).count());
-    return std::pair{std::move(ccache), now + keep};
+    return std::pair{std::move(cred), now + keep};
   }
 
   std::optional<errc> refused(const std::string& principal) {
@@ -434,14 +437,14 @@ struct kerberos_delegator::impl {
 
   expected<std::string> token(const std::string& principal, std::span<const unsigned char> cb) {
     if (auto e = refused(principal)) return fail(*e);
-    if (auto cc = lookup(principal)) {
-      auto t = token_from(*cc, cb);
+    if (auto cred = lookup(principal)) {
+      auto t = token_from(*cred, cb);
       if (t) {
         ++hits;
         ++tokens;
         return t;
       }
-      forget(principal, *cc);  // e.g. a ticket expired under us: start over once
+      forget(principal, cred);  // e.g. a ticket expired under us: start over once
     }
     ++misses;
     auto d = delegate(principal);
@@ -449,8 +452,8 @@ struct kerberos_delegator::impl {
       remember_refusal(principal, static_cast<errc>(d.error().value()));
       return fail(static_cast<errc>(d.error().value()));
     }
-    const std::string cc = insert(principal, std::move(d->first), d->second);
-    auto t = token_from(cc, cb);
+    const auto cred = insert(principal, std::move(d->first), d->second);
+    auto t = token_from(*cred, cb);
     if (!t) return fail(static_cast<errc>(t.error().value()));
     ++tokens;
     return t;
@@ -507,7 +510,9 @@ expected<std::unique_ptr<kerberos_delegator>> kerberos_delegator::create(
     d->target_type = GSS_KRB5_NT_PRINCIPAL_NAME;
   }
   if (!import_name(section.principal, GSS_KRB5_NT_PRINCIPAL_NAME)) return make_error_code(errc::internal);
-  if (!d->target_name()) return make_error_code(errc::internal);
+  auto target = import_name(d->target_text, d->target_type);
+  if (!target) return make_error_code(errc::internal);
+  d->target = std::move(*target);
   if (krb5_init_context(&d->kctx) != 0) return make_error_code(errc::internal);
   d->id = std::to_string(::getpid()) + "-" + std::to_string(reinterpret_cast<std::uintptr_t>(d.get()));
   return std::unique_ptr<kerberos_delegator>(new kerberos_delegator(std::move(d)));
@@ -581,15 +586,13 @@ bool kerberos_delegator::cached(const std::string& principal) const {
 }
 
 void kerberos_delegator::clear_cache() {
-  std::vector<std::string> dead;
-  {
-    std::lock_guard lock(impl_->cache_mutex);
-    for (auto& [_, e] : impl_->cache) dead.push_back(e.ccache);
-    impl_->evictions += impl_->cache.size();
-    impl_->cache.clear();
-    impl_->lru.clear();
-  }
-  impl_->destroy_ccaches(dead);
+  std::vector<impl::delegated_ptr> dead;  // freed after the lock, by their last user
+  std::lock_guard lock(impl_->cache_mutex);
+  dead.reserve(impl_->cache.size());
+  for (auto& [_, e] : impl_->cache) dead.push_back(std::move(e.cred));
+  impl_->evictions += impl_->cache.size();
+  impl_->cache.clear();
+  impl_->lru.clear();
 }
 
 kerberos_stats kerberos_delegator::stats() const {
