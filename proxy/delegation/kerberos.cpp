@@ -93,6 +93,62 @@ std::string base64(std::span<const unsigned char> in) {
   return out;
 }
 
+/** Appends a DER definite-form length (X.690 8.1.3). */
+void der_length(std::vector<unsigned char>& out, std::size_t n) {
+  if (n < 0x80) {
+    out.push_back(static_cast<unsigned char>(n));
+    return;
+  }
+  unsigned char bytes[sizeof(std::size_t)];
+  std::size_t count = 0;
+  for (; n != 0; n >>= 8) bytes[count++] = static_cast<unsigned char>(n & 0xff);
+  out.push_back(static_cast<unsigned char>(0x80 | count));
+  while (count != 0) out.push_back(bytes[--count]);
+}
+
+std::size_t der_length_size(std::size_t n) {
+  std::size_t size = 1;
+  if (n >= 0x80)
+    for (; n != 0; n >>= 8) ++size;
+  return size;
+}
+
+/**
+ * The SPNEGO initial token around a Kerberos (RFC 4121) initial token: RFC 2743 3.1 framing with
+ * the SPNEGO OID, then an RFC 4178 4.2.1 NegTokenInit whose mechTypes offers only Kerberos
+ * 1.2.840.113554.1.2.2 and whose mechToken is `krb5_token`; no reqFlags, no mechListMIC (MIC
+ * only follows a renegotiated mech). Byte for byte what MIT's SPNEGO initiator (1.20) sends for a
+ * krb5-only credential; made here so a warm token needs no SPNEGO layer, which re-imports the
+ * target into the krb5 mech on every call (two krb5 contexts, i.e. two krb5.conf reads).
+ */
+std::vector<unsigned char> spnego_init_token(std::span<const unsigned char> krb5_token) {
+  static constexpr unsigned char spnego_oid[] = {0x06, 0x06, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x02};
+  static constexpr unsigned char mech_types[] = {  // [0] MechTypeList { krb5 }
+      0xa0, 0x0d, 0x30, 0x0b, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x12, 0x01, 0x02, 0x02};
+  const std::size_t octets = 1 + der_length_size(krb5_token.size()) + krb5_token.size();
+  const std::size_t mech_token = 1 + der_length_size(octets) + octets;  // [2] OCTET STRING
+  const std::size_t seq_body = sizeof mech_types + mech_token;
+  const std::size_t seq = 1 + der_length_size(seq_body) + seq_body;   // NegTokenInit
+  const std::size_t choice = 1 + der_length_size(seq) + seq;          // [0] negTokenInit
+  const std::size_t body = sizeof spnego_oid + choice;
+  std::vector<unsigned char> out;
+  out.reserve(1 + der_length_size(body) + body);
+  out.push_back(0x60);  // [APPLICATION 0]
+  der_length(out, body);
+  out.insert(out.end(), std::begin(spnego_oid), std::end(spnego_oid));
+  out.push_back(0xa0);
+  der_length(out, seq);
+  out.push_back(0x30);
+  der_length(out, seq_body);
+  out.insert(out.end(), std::begin(mech_types), std::end(mech_types));
+  out.push_back(0xa2);
+  der_length(out, octets);
+  out.push_back(0x04);
+  der_length(out, krb5_token.size());
+  out.insert(out.end(), krb5_token.begin(), krb5_token.end());
+  return out;
+}
+
 std::string upper(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
@@ -126,16 +182,17 @@ struct kerberos_delegator::impl {
   std::string realm;        // the proxy principal's realm
   std::string target_text;  // the name imported for the target
   gss_OID target_type = GSS_C_NO_OID;
-  gss_OID_desc spnego_oid{6, const_cast<char*>("\x2b\x06\x01\x05\x05\x02")};
   gss_OID_desc krb5_oid{9, const_cast<char*>("\x2a\x86\x48\x86\xf7\x12\x01\x02\x02")};
   gss_OID_set_desc krb5_set{1, &krb5_oid};
-  gss_OID_set_desc spnego_set{1, &spnego_oid};
   std::string id;  // unique prefix for this delegator's ccache names
   std::atomic<std::uint64_t> seq{0};
-  // The target as a union name, imported once: gss_init_sec_context only reads a name it is
-  // given (mechglue g_init_sec_context.c imports a mech name from it into a temporary), so every
-  // worker may pass the same one.
+  // The target as a union name, imported once at create() (no mech involved yet, so no DNS).
   gss::name_ptr target;
+  // The same name canonicalized for the krb5 mech, made once on a worker (krb5_sname_to_principal:
+  // with dns_canonicalize_hostname a DNS lookup) and then read by every worker: the mechglue
+  // passes a name whose mech matches straight to the mech, which only copies it
+  // (g_init_sec_context.c, kg_duplicate_name under the name's own lock). Released in ~impl.
+  std::atomic<gss_name_t> target_krb5{GSS_C_NO_NAME};
 
   /** A user's delegated credential: the MEMORY ccache with the evidence and S4U2Proxy tickets,
    *  and one GSS handle on it acquired when the entry is made, so a warm token acquires nothing.
@@ -194,6 +251,7 @@ struct kerberos_delegator::impl {
     cache.clear();  // no worker holds an entry now: frees every handle and its ccache
     lru.clear();
     destroy_ccaches(all_slot_ccaches);
+    gss::name_ptr release_target(target_krb5.exchange(GSS_C_NO_NAME));
     target.reset();
     if (kctx != nullptr) krb5_free_context(kctx);
   }
@@ -300,8 +358,24 @@ struct kerberos_delegator::impl {
   }
 
   // --- GSS steps ----------------------------------------------------------------------------
-  /** A fresh SPNEGO token from a delegated credential: no KDC request, nothing acquired. */
+  expected<gss_name_t> krb5_target() {
+    if (gss_name_t n = target_krb5.load(std::memory_order_acquire); n != GSS_C_NO_NAME) return n;
+    OM_uint32 minor = 0;
+    gss_name_t fresh = GSS_C_NO_NAME;
+    if (GSS_ERROR(gss_canonicalize_name(&minor, target.get(), &krb5_oid, &fresh)))
+      return make_error_code(errc::internal);
+    gss_name_t first = GSS_C_NO_NAME;
+    if (target_krb5.compare_exchange_strong(first, fresh, std::memory_order_acq_rel)) return fresh;
+    gss::name_ptr drop(fresh);  // another worker was first
+    return first;
+  }
+
+  /** A fresh SPNEGO token from a delegated credential: no KDC request, nothing acquired or
+   *  imported. The krb5 mech makes the token (flags as SPNEGO asks it: mutual + integrity), and
+   *  spnego_init_token wraps it. */
   expected<std::string> token_from(const delegated& d, std::span<const unsigned char> cb) {
+    auto target_name = krb5_target();
+    if (!target_name) return target_name.error();
     OM_uint32 minor = 0;
     std::string app_data;
     gss_channel_bindings_struct bindings{};
@@ -315,12 +389,13 @@ struct kerberos_delegator::impl {
     gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
     gss::buffer out;
     const OM_uint32 major = gss_init_sec_context(
-        &minor, d.cred.get(), &raw_ctx, target.get(), &spnego_oid, GSS_C_MUTUAL_FLAG,
-        GSS_C_INDEFINITE, cb.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &bindings, GSS_C_NO_BUFFER,
-        nullptr, out.out(), nullptr, nullptr);
+        &minor, d.cred.get(), &raw_ctx, *target_name, &krb5_oid,
+        GSS_C_MUTUAL_FLAG | GSS_C_INTEG_FLAG, GSS_C_INDEFINITE,
+        cb.empty() ? GSS_C_NO_CHANNEL_BINDINGS : &bindings, GSS_C_NO_BUFFER, nullptr, out.out(),
+        nullptr, nullptr);
     gss::ctx_ptr ctx(raw_ctx);
     if (GSS_ERROR(major) || out.empty()) return make_error_code(classify(step::token, major, minor));
-    return base64(out.bytes());
+    return base64(spnego_init_token(out.bytes()));
   }
 
   /** S4U2Self + S4U2Proxy for `principal`; the delegated credential lands in a new ccache. */
@@ -371,7 +446,7 @@ struct kerberos_delegator::impl {
     }
 
     // 4. S4U2Proxy through the krb5 mech on a credential read from that ccache, so the service
-    //    ticket for the target is cached there for every later SPNEGO token.
+    //    ticket for the target is cached there for every later token, made on this same handle.
     raw = GSS_C_NO_CREDENTIAL;
     major = gss_acquire_cred_from(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &krb5_set, GSS_C_INITIATE,
                                   &user_store, &raw, nullptr, nullptr);
@@ -380,9 +455,14 @@ struct kerberos_delegator::impl {
       return make_error_code(classify(step::store, major, minor));
     }
     gss::cred_ptr krb5_cred(raw);
+    auto target_name = krb5_target();
+    if (!target_name) {
+      destroy_ccaches({ccache});
+      return target_name.error();
+    }
     gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
     gss::buffer discard;
-    major = gss_init_sec_context(&minor, krb5_cred.get(), &raw_ctx, target.get(), &krb5_oid, 0,
+    major = gss_init_sec_context(&minor, krb5_cred.get(), &raw_ctx, *target_name, &krb5_oid, 0,
                                  GSS_C_INDEFINITE, GSS_C_NO_CHANNEL_BINDINGS, GSS_C_NO_BUFFER,
                                  nullptr, discard.out(), nullptr, nullptr);
     gss::ctx_ptr ctx(raw_ctx);
@@ -391,15 +471,7 @@ struct kerberos_delegator::impl {
       return make_error_code(classify(step::s4u2proxy, major, minor));
     }
 
-    // 5. The handle every later token of this user uses (SPNEGO, as the backend expects).
-    raw = GSS_C_NO_CREDENTIAL;
-    major = gss_acquire_cred_from(&minor, GSS_C_NO_NAME, GSS_C_INDEFINITE, &spnego_set,
-                                  GSS_C_INITIATE, &user_store, &raw, nullptr, nullptr);
-    if (GSS_ERROR(major)) {
-      destroy_ccaches({ccache});
-      return make_error_code(classify(step::token, major, minor));
-    }
-    auto cred = std::make_shared<const delegated>(*this, std::move(ccache), gss::cred_ptr(raw));
+    auto cred = std::make_shared<const delegated>(*this, std::move(ccache), std::move(krb5_cred));
 
     const auto now = clock::now();
     const auto life = lifetime == GSS_C_INDEFINITE ? std::chrono::seconds(36000)

@@ -66,8 +66,9 @@ expected<std::string> upn_to_principal(std::string_view upn, config::upn_mapping
  * Cold user: the worker re-acquires its own proxy credential from the keytab (an AS exchange only
  * when the proxy TGT is due), S4U2Self for the user, S4U2Proxy to the target (both through the
  * krb5 mech, so failures carry raw krb5 codes), then stores the delegated credential in a private
- * MEMORY ccache cached per principal. Warm user: a new SPNEGO context from that ccache, no KDC
- * request. Entries leave the cache at the credential's lifetime (minus renew_before) or by LRU.
+ * MEMORY ccache cached per principal, with one GSS handle on it. Warm user: a new Kerberos
+ * context on that shared handle, SPNEGO-wrapped; no KDC request, nothing acquired. Entries leave
+ * the cache at the credential's lifetime (minus renew_before) or by LRU.
  *
  * Thread-safe. `negotiate_token` blocks (KDC I/O); `async_token` does not. Destroying the
  * delegator waits for running worker calls (a hung KDC can hold one for ~27 s).
