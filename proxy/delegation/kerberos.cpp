@@ -237,7 +237,7 @@ struct kerberos_delegator::impl {
   krb5_context kctx = nullptr;
 
   std::atomic<std::uint64_t> tokens{0}, hits{0}, misses{0}, evictions{0}, deadline_expired{0},
-      rejected_busy{0}, s4u_count{0}, s4u_micros{0};
+      rejected_busy{0}, s4u_count{0}, s4u_micros{0}, credential_acquires{0};
   std::atomic<std::uint64_t> errors[7] = {};
   std::atomic<std::size_t> pending{0};
 
@@ -455,6 +455,7 @@ struct kerberos_delegator::impl {
       return make_error_code(classify(step::store, major, minor));
     }
     gss::cred_ptr krb5_cred(raw);
+    ++credential_acquires;
     auto target_name = krb5_target();
     if (!target_name) {
       destroy_ccaches({ccache});
@@ -679,6 +680,7 @@ kerberos_stats kerberos_delegator::stats() const {
   for (std::size_t i = 0; i < 7; ++i) s.errors[i] = d.errors[i];
   s.s4u_count = d.s4u_count;
   s.s4u_micros_total = d.s4u_micros;
+  s.credential_acquires = d.credential_acquires;
   return s;
 }
 

@@ -43,6 +43,9 @@ struct kerberos_stats {
   std::uint64_t errors[7] = {};        ///< by errc value (index 0 unused)
   std::uint64_t s4u_count = 0;         ///< completed cold exchanges ...
   std::uint64_t s4u_micros_total = 0;  ///< ... and their total duration
+  /// GSS handles acquired on users' delegated credentials: one per cold exchange; a warm token
+  /// reuses its cache entry's handle and acquires none.
+  std::uint64_t credential_acquires = 0;
 };
 
 /**

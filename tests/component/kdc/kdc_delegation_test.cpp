@@ -103,6 +103,9 @@ struct accepted {
   OM_uint32 major = 0;
   std::string client;
   OM_uint32 ticket_flags = 0;
+  OM_uint32 ret_flags = 0;      // the context flags the initiator asked for (RFC 2743 2.2.2)
+  std::string mech;             // the mechanism SPNEGO negotiated, as OID bytes
+  std::size_t reply_bytes = 0;  // the acceptor's reply token (mutual authentication)
 };
 
 /** The backend side: gss_accept_sec_context with `keytab`, optionally checking bindings. */
@@ -127,14 +130,17 @@ accepted accept_token(const std::string& token_b64, const std::string& keytab,
   }
   gss_ctx_id_t raw_ctx = GSS_C_NO_CONTEXT;
   gss_name_t raw_src = GSS_C_NO_NAME;
+  gss_OID mech = GSS_C_NO_OID;
   gss::buffer out;
   accepted a;
   a.major = gss_accept_sec_context(&minor, &raw_ctx, cred.get(), &in,
                                    binding_hash != nullptr ? &cb : GSS_C_NO_CHANNEL_BINDINGS,
-                                   &raw_src, nullptr, out.out(), nullptr, nullptr, nullptr);
+                                   &raw_src, &mech, out.out(), &a.ret_flags, nullptr, nullptr);
   gss::ctx_ptr ctx(raw_ctx);
   gss::name_ptr src(raw_src);
   if (GSS_ERROR(a.major)) return a;
+  if (mech != GSS_C_NO_OID) a.mech.assign(static_cast<const char*>(mech->elements), mech->length);
+  a.reply_bytes = out.bytes().size();
   gss::buffer name;
   REQUIRE_FALSE(GSS_ERROR(gss_display_name(&minor, src.get(), name.out(), nullptr)));
   a.client = std::string(name.view());
@@ -194,6 +200,88 @@ TEST_CASE("delegation: a warm user's next token makes no KDC request") {
   const auto s = d->stats();
   CHECK(s.cache_misses == 1);
   CHECK(s.cache_hits == 3);
+  CHECK(s.credential_acquires == 1);  // the entry's handle, made once; warm tokens reuse it
+}
+
+TEST_CASE("delegation: a warm token is a SPNEGO NegTokenInit offering krb5, mutual and channel-bound") {
+  auto d = make(section());
+  const std::string hash(32, '\x5a');
+  REQUIRE(d->negotiate_token("alice@lab.test", bytes_of(hash)).has_value());
+  auto t = d->negotiate_token("alice@lab.test", bytes_of(hash));  // warm
+  REQUIRE_MESSAGE(t.has_value(), t.error().message());
+  CHECK(d->stats().cache_hits == 1);
+  // RFC 2743 3.1 framing with the SPNEGO OID, then [0] NegTokenInit whose mechTypes is exactly
+  // { 1.2.840.113554.1.2.2 } and whose [2] mechToken is a krb5 AP-REQ token (RFC 4121 4.1):
+  // what MIT's SPNEGO initiator sends and IIS and the mock Exchange expect.
+  const auto b = unbase64(*t);
+  const std::string bytes(b.begin(), b.end());
+  REQUIRE(bytes.size() > 40);
+  CHECK(bytes[0] == '\x60');
+  const std::string spnego("\x06\x06\x2b\x06\x01\x05\x05\x02", 8);
+  const std::string krb5_oid("\x06\x09\x2a\x86\x48\x86\xf7\x12\x01\x02\x02", 11);
+  const auto oid_at = bytes.find(spnego);
+  CHECK(oid_at == 4);  // 0x60, 0x82 and a two-byte length first
+  const auto mech_types = bytes.find(std::string("\xa0\x0d\x30\x0b", 4) + krb5_oid);
+  REQUIRE(mech_types != std::string::npos);
+  CHECK(bytes[mech_types + 15] == '\xa2');
+  CHECK(bytes.find(std::string("\x01\x00", 2), mech_types) != std::string::npos);  // AP-REQ id
+  const auto a = accept_token(*t, lab().at("KCD_BACKEND_KEYTAB"), &hash);
+  REQUIRE_MESSAGE(!GSS_ERROR(a.major), "accept failed, major " << a.major);
+  CHECK(a.client == "alice@LAB.TEST");
+  CHECK(a.mech == krb5_oid.substr(2));
+  CHECK((a.ret_flags & GSS_C_MUTUAL_FLAG) != 0);
+  CHECK((a.ret_flags & GSS_C_INTEG_FLAG) != 0);
+  CHECK((a.ret_flags & GSS_C_DELEG_FLAG) == 0);  // the user's tickets never go to the backend
+  CHECK(a.reply_bytes > 0);                      // mutual: the acceptor answers with an AP-REP
+}
+
+TEST_CASE("delegation: tokens from shared cached handles stay valid under concurrency and clear_cache") {
+  // Several threads make tokens for two users from the shared entries while one of them also
+  // empties the cache every few tokens: a handle in use must outlive its entry, and every token
+  // must still verify.
+  kerberos_options o;
+  o.workers = 1;  // negotiate_token runs on the calling threads; the pool stays idle
+  auto d = make(section(), o);
+  REQUIRE(d->negotiate_token("alice@lab.test", {}).has_value());
+  REQUIRE(d->negotiate_token("bob@lab.test", {}).has_value());
+  constexpr int threads = 4;
+  constexpr int per_thread = 25;
+  std::vector<std::vector<std::string>> made(threads);
+  std::vector<int> failed(threads, 0);
+  std::vector<std::thread> pool;
+  for (int i = 0; i < threads; ++i)
+    pool.emplace_back([&, i] {
+      const auto me = static_cast<std::size_t>(i);
+      for (int n = 0; n < per_thread; ++n) {
+        auto t = d->negotiate_token((i + n) % 2 == 0 ? "alice@lab.test" : "bob@lab.test", {});
+        if (t)
+          made[me].push_back(std::move(*t));
+        else
+          ++failed[me];
+        if (i == 0 && n % 5 == 4) d->clear_cache();
+      }
+    });
+  for (auto& t : pool) t.join();
+  const auto& kt = lab().at("KCD_BACKEND_KEYTAB");
+  for (int i = 0; i < threads; ++i) {
+    CHECK(failed[static_cast<std::size_t>(i)] == 0);
+    for (const auto& t : made[static_cast<std::size_t>(i)]) {
+      const auto a = accept_token(t, kt);
+      CHECK(!GSS_ERROR(a.major));
+      CHECK((a.client == "alice@LAB.TEST" || a.client == "bob@LAB.TEST"));
+    }
+  }
+  const auto s = d->stats();
+  MESSAGE(s.cache_hits << " warm and " << s.s4u_count << " cold of " << s.tokens << " tokens");
+  CHECK(s.tokens == 2 + threads * per_thread);
+  CHECK(s.cache_hits > 0);
+  CHECK(s.s4u_count > 2);  // cleared entries were delegated afresh
+  CHECK(s.credential_acquires == s.s4u_count);
+  // After the storm a cleared user is delegated afresh and its token still verifies.
+  d->clear_cache();
+  auto after = d->negotiate_token("alice@lab.test", {});
+  REQUIRE(after.has_value());
+  CHECK(accept_token(*after, kt).client == "alice@LAB.TEST");
 }
 
 TEST_CASE("delegation: an unknown user is unknown_user") {
