@@ -658,6 +658,14 @@ bool kerberos_delegator::cached(const std::string& principal) const {
   return it != impl_->cache.end() && clock::now() < it->second.expires;
 }
 
+std::optional<std::chrono::steady_clock::time_point> kerberos_delegator::cached_until(
+    const std::string& principal) const {
+  std::lock_guard lock(impl_->cache_mutex);
+  auto it = impl_->cache.find(principal);
+  if (it == impl_->cache.end() || clock::now() >= it->second.expires) return std::nullopt;
+  return it->second.expires;
+}
+
 void kerberos_delegator::clear_cache() {
   std::vector<impl::delegated_ptr> dead;  // freed after the lock, by their last user
   std::lock_guard lock(impl_->cache_mutex);

@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -124,6 +125,10 @@ class kerberos_delegator {
 
   /** Whether a usable delegated credential for `principal` is cached (no KDC request needed). */
   bool cached(const std::string& principal) const;
+
+  /** Until when the delegated credential cached for `principal` stays usable; nullopt when none
+   *  is cached. */
+  std::optional<std::chrono::steady_clock::time_point> cached_until(const std::string& principal) const;
 
   /** Drops every cached credential (e.g. on configuration reload). */
   void clear_cache();

@@ -573,18 +573,16 @@ std::string pool_key(const request& rq, bool kerberos) {
 
 // kerberos.persistent_auth: whether the request may go without a new token, because the backend
 // keeps its connection authenticated for this user (it answered a token of theirs with
-// Persistent-Auth: true), the user's delegated credential is still cached (its lifetime, a
-// reload or a refusal ends the session with it), and the request can be sent again with a token
-// should the backend ask (its body is at hand: relay_keeping).
+// Persistent-Auth: true), within the lifetime the user's delegated credential had in the cache
+// then (kerberos_session_until), and the request can be sent again with a token should the
+// backend ask (its body is at hand: relay_keeping).
 bool on_kerberos_session(connection& c, const request& rq) {
   const upstream::connection& uc = *rq.lease.conn;
-  if (!c.rt.cfg->kerberos.persistent_auth || !uc.kerberos_session || uc.pinned) return false;
-  if (uc.key.empty() || uc.key != pool_key(rq, true)) return false;
-  if (!body_at_hand(c, rq.parser, rq.plan)) return false;
-  const delegation::kerberos_delegator& krb = *c.rt.kerberos;
-  const auto principal = rq.principal.empty() ? krb.principal_for(rq.account)
-                                              : expected<std::string>(rq.principal);
-  return principal && krb.cached(*principal);
+  if (!c.rt.cfg->kerberos.persistent_auth || uc.pinned) return false;
+  if (steady::now() >= uc.kerberos_session_until) return false;
+  const std::string& key = rq.principal.empty() ? rq.account : rq.principal;
+  if (uc.key.empty() || uc.key != key) return false;
+  return body_at_hand(c, rq.parser, rq.plan);
 }
 
 // Kerberos mode: S4U2Self + S4U2Proxy for rq.account on the delegation workers (never on this
@@ -694,7 +692,7 @@ net::awaitable<verdict> resend_with_token(connection& c, request& rq, const sent
   std::erase_if(rq.rec.extra, [](const auto& kv) { return kv.first == "krb_cache"; });
   rq.rec.extra.emplace_back("krb_session", "401, sent again with a token");
   rq.kerberos_session = false;
-  rq.lease.conn->kerberos_session = false;
+  rq.lease.conn->kerberos_session_until = {};
   if (!out.upstream_reusable) {
     rq.lease.conn.reset();
     if (verdict v = co_await acquire_backend(c, rq, pool_key(rq, true))) co_return v;
@@ -709,16 +707,22 @@ net::awaitable<verdict> resend_with_token(connection& c, request& rq, const sent
 }
 
 // Kerberos mode, after an exchange: a backend that answered a token with Persistent-Auth: true
-// keeps the connection authenticated for the user (kerberos.persistent_auth); a 401 or
-// Persistent-Auth: false ends that.
+// keeps the connection authenticated for the user (kerberos.persistent_auth) for as long as the
+// user's delegated credential stays cached; a 401 or Persistent-Auth: false ends that.
 void note_kerberos_session(connection& c, const request& rq, const outcome& out) {
   upstream::connection& uc = *rq.lease.conn;
   const int status = rq.rec.upstream_status;
   if (!rq.negotiate.empty()) {
-    uc.kerberos_session = c.rt.cfg->kerberos.persistent_auth && status != 0 && status != 401 &&
-                          out.persistent_auth == upstream::persistence::persists;
+    uc.kerberos_session_until = {};
+    if (!c.rt.cfg->kerberos.persistent_auth || status == 0 || status == 401 ||
+        out.persistent_auth != upstream::persistence::persists)
+      return;
+    const delegation::kerberos_delegator& krb = *c.rt.kerberos;
+    const auto principal = rq.principal.empty() ? krb.principal_for(rq.account)
+                                                : expected<std::string>(rq.principal);
+    if (principal) uc.kerberos_session_until = krb.cached_until(*principal).value_or(steady::time_point{});
   } else if (status == 401 || out.persistent_auth == upstream::persistence::ends) {
-    uc.kerberos_session = false;
+    uc.kerberos_session_until = {};
   }
 }
 

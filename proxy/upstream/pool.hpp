@@ -63,9 +63,10 @@ struct connection {
   bool pinned = false;
   // Kerberos mode (kerberos.persistent_auth): the backend answered cbagate's token for `key`
   // with Persistent-Auth: true, so it keeps this connection authenticated as that user (IIS
-  // authPersistNonNTLM) and later requests of that user on it need no new token. Cleared when
-  // the backend says otherwise (a 401, Persistent-Auth: false).
-  bool kerberos_session = false;
+  // authPersistNonNTLM) and, until this time (the user's delegated credential's cache expiry),
+  // later requests of that user on it need no new token. {} = no session; also reset when the
+  // backend says otherwise (a 401, Persistent-Auth: false).
+  clock::time_point kerberos_session_until{};
   observability::gauge* private_open = nullptr;  // decremented when a pinned connection closes
 
   template <class F>

@@ -190,6 +190,12 @@ TEST_CASE("delegation: a warm user's next token makes no KDC request") {
   auto first = d->negotiate_token("bob@lab.test", {});
   REQUIRE_MESSAGE(first.has_value(), first.error().message());
   CHECK(d->cached("bob@LAB.TEST"));
+  // Usable until shortly (renew_before) before the ticket's end: the test realm's 10 h
+  // tickets, so well over an hour from now (what a backend session is bounded by).
+  const auto until = d->cached_until("bob@LAB.TEST");
+  REQUIRE(until.has_value());
+  CHECK(*until > std::chrono::steady_clock::now() + std::chrono::hours(1));
+  CHECK_FALSE(d->cached_until("alice@LAB.TEST").has_value());
   const auto before = kdc_requests();
   for (int i = 0; i < 3; ++i) {
     auto t = d->negotiate_token("bob@lab.test", {});
@@ -291,6 +297,7 @@ TEST_CASE("delegation: an unknown user is unknown_user") {
   CHECK(t.error() == make_error_code(errc::unknown_user));
   CHECK(t.error().category().name() == std::string("proxy.delegation"));
   CHECK_FALSE(d->cached("nosuchuser@LAB.TEST"));
+  CHECK_FALSE(d->cached_until("nosuchuser@LAB.TEST").has_value());
 }
 
 TEST_CASE("delegation: a refused user is answered from memory, not by the KDC again") {
