@@ -866,6 +866,7 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
     }
     co_return;
   }
+  tls::server_context::release_handshake_state(stream.native_handle());
   m.handshakes_total.inc();
   const bool resumed = SSL_session_reused(stream.native_handle()) == 1;
   if (resumed) m.handshakes_resumed.inc();

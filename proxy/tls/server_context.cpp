@@ -551,6 +551,15 @@ SSL* server_context::new_connection(identity::client_identity* slot) const {
   return ssl;
 }
 
+void server_context::release_handshake_state(SSL* ssl) noexcept {
+  // On a server the peer chain holds the certificates sent after the client's own; the stack
+  // belongs to the session, which frees what is left in it.
+  if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl)) {
+    while (sk_X509_num(sent) > 0) X509_free(sk_X509_pop(sent));
+  }
+  if (SSL_SESSION* session = SSL_get0_session(ssl)) SSL_SESSION_set1_ticket_appdata(session, nullptr, 0);
+}
+
 std::string_view server_context::server_name(SSL* ssl) noexcept {
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   return name ? std::string_view(name) : std::string_view();

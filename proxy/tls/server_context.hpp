@@ -70,6 +70,19 @@ class server_context {
    */
   SSL* new_connection(identity::client_identity* slot) const;
 
+  /**
+   * After a successful handshake: frees what only the handshake needed, so that a kept-alive
+   * connection (an ActiveSync device between requests, a held Ping) holds less (issue 14):
+   * - the certificates the client sent beside its own (SSL_get_peer_cert_chain; parsed, each
+   *   with its public key): the chain was verified once, and what revocation and directory
+   *   mapping need of it is in the connection's client_identity;
+   * - the identity encoded into the session's ticket app data: the ticket has been sent.
+   * OpenSSL keeps the client's own certificate in the session (no API removes it). Resumption
+   * is unaffected: each ticket already carries its copy of the identity. Call once, after the
+   * handshake completed and before the first request.
+   */
+  static void release_handshake_state(SSL* ssl) noexcept;
+
   /** After the handshake: the SNI the client sent ("" if none). */
   static std::string_view server_name(SSL* ssl) noexcept;
 
