@@ -813,8 +813,10 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
   std::string client = admitted.client_address();
   socket.set_option(net::ip::tcp::no_delay(true), ec);
 
-  identity::client_identity id = identity::verifier::no_certificate();
-  SSL* ssl = rt->tls->new_connection(&id);
+  // Where the handshake puts the client's identity (shared with the chain cache); null: no
+  // certificate was presented.
+  std::shared_ptr<const identity::client_identity> verified;
+  SSL* ssl = rt->tls->new_connection(&verified);
   if (!ssl) {
     observability::logger("tls")->error("conn={} SSL_new failed", conn_id);
     co_return;
@@ -837,6 +839,8 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
 
   stream.expires_after(ms(cfg.timeouts.handshake));
   auto [hec] = co_await stream.async_handshake(use_tuple);
+  static const identity::client_identity no_certificate = identity::verifier::no_certificate();
+  const identity::client_identity& id = verified ? *verified : no_certificate;
   if (hec) {
     m.handshake_failures.inc();
     if (id.presented && !id.ok()) m.count_rejection(id.reason);

@@ -45,25 +45,25 @@ bool chain_cache::key_of(X509* leaf, STACK_OF(X509) * sent, chain_key& out) cons
   return EVP_DigestFinal_ex(md.get(), out.data(), &len) == 1 && len == out.size();
 }
 
-bool chain_cache::find(const chain_key& key, std::int64_t now, identity::client_identity& out) {
+std::shared_ptr<const identity::client_identity> chain_cache::find(const chain_key& key,
+                                                                    std::int64_t now) {
   shard& s = shard_of(key);
   std::lock_guard lock(s.mu);
   auto it = s.index.find(key);
-  if (it == s.index.end()) return false;
+  if (it == s.index.end()) return nullptr;
   const entry& e = *it->second;
-  if (now < e.not_before || now > e.not_after) return false;
+  if (now < e.not_before || now > e.not_after) return nullptr;
   s.lru.splice(s.lru.begin(), s.lru, it->second);
-  out = e.id;
-  return true;
+  return e.id;
 }
 
-void chain_cache::insert(const chain_key& key, const identity::client_identity& id,
+void chain_cache::insert(const chain_key& key, std::shared_ptr<const identity::client_identity> id,
                          std::int64_t not_before, std::int64_t not_after) {
-  if (!id.ok() || not_before > not_after) return;
+  if (!id || !id->ok() || not_before > not_after) return;
   shard& s = shard_of(key);
   std::lock_guard lock(s.mu);
   if (auto it = s.index.find(key); it != s.index.end()) {
-    it->second->id = id;
+    it->second->id = std::move(id);
     it->second->not_before = not_before;
     it->second->not_after = not_after;
     s.lru.splice(s.lru.begin(), s.lru, it->second);
@@ -73,7 +73,7 @@ void chain_cache::insert(const chain_key& key, const identity::client_identity& 
     s.index.erase(s.lru.back().key);
     s.lru.pop_back();
   }
-  s.lru.push_front(entry{key, not_before, not_after, id});
+  s.lru.push_front(entry{key, not_before, not_after, std::move(id)});
   s.index.emplace(key, s.lru.begin());
 }
 

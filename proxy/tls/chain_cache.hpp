@@ -28,7 +28,8 @@ using chain_key = std::array<unsigned char, 32>;
  *
  * - Keyed by chain_key: the exact bytes the client presented, so another chain for the same
  *   leaf (other intermediates) is another entry.
- * - An entry holds the verifier's identity (chain refs included) and the span in which every
+ * - An entry holds the verifier's identity (chain refs included; shared with the connections
+ *   that presented the chain, never copied) and the span in which every
  *   certificate of the verified chain, anchor included, was within its validity period; a
  *   lookup outside that span is a miss (the chain is verified again and fails on its own).
  * - Only accepted identities go in: a rejection is always recomputed.
@@ -46,13 +47,15 @@ class chain_cache {
    *  (then the caller verifies without the cache). */
   bool key_of(X509* leaf, STACK_OF(X509) * sent, chain_key& out) const;
 
-  /** Copies the cached identity into `out` when `key` is cached and `now` (unix seconds) lies
-   *  within the entry's validity span. */
-  bool find(const chain_key& key, std::int64_t now, identity::client_identity& out);
+  /** The cached identity when `key` is cached and `now` (unix seconds) lies within the entry's
+   *  validity span, else null. Shared, not copied: the connections of one device and the cache
+   *  hold one identity (issue 14: memory per kept-alive connection). */
+  std::shared_ptr<const identity::client_identity> find(const chain_key& key, std::int64_t now);
 
-  /** Remembers an accepted identity (ignored when !id.ok() or not_before > not_after). */
-  void insert(const chain_key& key, const identity::client_identity& id, std::int64_t not_before,
-              std::int64_t not_after);
+  /** Remembers an accepted identity (ignored when null, !id->ok() or not_before > not_after).
+   *  The identity must not change afterwards. */
+  void insert(const chain_key& key, std::shared_ptr<const identity::client_identity> id,
+              std::int64_t not_before, std::int64_t not_after);
 
   std::size_t size() const;
 
@@ -61,7 +64,7 @@ class chain_cache {
     chain_key key;
     std::int64_t not_before;
     std::int64_t not_after;
-    identity::client_identity id;
+    std::shared_ptr<const identity::client_identity> id;
   };
   struct key_hash {
     std::size_t operator()(const chain_key& k) const noexcept {

@@ -45,8 +45,10 @@ int owner_index() {
   return index;
 }
 
-identity::client_identity* slot_of(SSL* ssl) {
-  return static_cast<identity::client_identity*>(SSL_get_ex_data(ssl, identity_index()));
+using identity_slot = std::shared_ptr<const identity::client_identity>;
+
+identity_slot* slot_of(SSL* ssl) {
+  return static_cast<identity_slot*>(SSL_get_ex_data(ssl, identity_index()));
 }
 
 int x509_error_for(identity::rejection r) {
@@ -91,31 +93,36 @@ struct callbacks {
     auto* self = static_cast<server_context*>(arg);
     auto* ssl = static_cast<SSL*>(
         X509_STORE_CTX_get_ex_data(xctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
-    identity::client_identity* slot = ssl ? slot_of(ssl) : nullptr;
+    identity_slot* slot = ssl ? slot_of(ssl) : nullptr;
     X509* leaf = X509_STORE_CTX_get0_cert(xctx);
     STACK_OF(X509)* sent = X509_STORE_CTX_get0_untrusted(xctx);
-    identity::client_identity id;
+    identity_slot id;
     chain_key key{};
     const bool cacheable = self->verified_ && leaf != nullptr && self->verified_->key_of(leaf, sent, key);
     const std::int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
-    if (!cacheable || !self->verified_->find(key, now, id)) {
+    if (cacheable) id = self->verified_->find(key, now);
+    if (!id) {
       identity::chain_validity validity;
-      id = self->verifier_->verify(leaf, sent, {}, &validity);
-      if (cacheable && id.ok()) self->verified_->insert(key, id, validity.not_before, validity.not_after);
+      id = std::make_shared<const identity::client_identity>(
+          self->verifier_->verify(leaf, sent, {}, &validity));
+      if (cacheable && id->ok()) self->verified_->insert(key, id, validity.not_before, validity.not_after);
     }
-    if (id.ok() && self->require_cert_ && self->revoked_at_handshake_ &&
-        self->revoked_at_handshake_(id)) {
+    if (id->ok() && self->require_cert_ && self->revoked_at_handshake_ &&
+        self->revoked_at_handshake_(*id)) {
       // "require": a certificate known to be revoked never completes the handshake (as when
-      // OpenSSL checked the CRLs); its requests would be refused with 403.13 anyway.
-      id.reason = identity::rejection::revoked;
-      id.detail = "certificate revoked (revocation check at the handshake)";
-      id.upn.clear();
-      id.chain.clear();
+      // OpenSSL checked the CRLs); its requests would be refused with 403.13 anyway. A copy:
+      // the cached identity is shared.
+      auto revoked = std::make_shared<identity::client_identity>(*id);
+      revoked->reason = identity::rejection::revoked;
+      revoked->detail = "certificate revoked (revocation check at the handshake)";
+      revoked->upn.clear();
+      revoked->chain.clear();
+      id = std::move(revoked);
     }
-    const bool ok = id.ok();
-    const auto reason = id.reason;
+    const bool ok = id->ok();
+    const auto reason = id->reason;
     if (slot) *slot = std::move(id);
     if (ok || !self->require_cert_) return 1;  // "request": the route decides later
     X509_STORE_CTX_set_error(xctx, x509_error_for(reason));
@@ -149,10 +156,12 @@ struct callbacks {
   }
 
   static int ticket_generate(SSL* ssl, void*) {
-    identity::client_identity* slot = slot_of(ssl);
+    const identity_slot* slot = slot_of(ssl);
     SSL_SESSION* session = SSL_get0_session(ssl);
     if (!slot || !session) return 0;
-    const std::string data = detail::encode_ticket_identity(*slot);
+    // An empty slot: the client presented no certificate (the verify callback never ran).
+    static const identity::client_identity no_certificate = identity::verifier::no_certificate();
+    const std::string data = detail::encode_ticket_identity(*slot ? **slot : no_certificate);
     return SSL_SESSION_set1_ticket_appdata(session, data.data(), data.size());
   }
 
@@ -218,14 +227,14 @@ struct callbacks {
                                           size_t, SSL_TICKET_STATUS status, void*) {
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
       return SSL_TICKET_RETURN_IGNORE_RENEW;
-    identity::client_identity* slot = slot_of(ssl);
+    identity_slot* slot = slot_of(ssl);
     void* data = nullptr;
     size_t len = 0;
     identity::client_identity restored;
     if (!slot || !SSL_SESSION_get0_ticket_appdata(session, &data, &len) ||
         !detail::decode_ticket_identity(data, len, restored))
       return SSL_TICKET_RETURN_IGNORE_RENEW;  // full handshake: never resume without identity
-    *slot = std::move(restored);
+    *slot = std::make_shared<const identity::client_identity>(std::move(restored));
     return status == SSL_TICKET_SUCCESS ? SSL_TICKET_RETURN_USE : SSL_TICKET_RETURN_USE_RENEW;
   }
 };
@@ -544,7 +553,7 @@ std::shared_ptr<const std::string> server_context::staple_for_test(std::size_t i
 
 server_context::~server_context() = default;
 
-SSL* server_context::new_connection(identity::client_identity* slot) const {
+SSL* server_context::new_connection(std::shared_ptr<const identity::client_identity>* slot) const {
   SSL* ssl = SSL_new(default_ctx_.get());
   if (!ssl) return nullptr;
   SSL_set_ex_data(ssl, identity_index(), slot);

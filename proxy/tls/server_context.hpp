@@ -30,7 +30,7 @@ namespace cbagate::tls {
  *   time), or without one when there is none.
  * - The CertificateRequest is always sent (with the client CA names); chain verification runs
  *   once per full handshake through identity::verifier and its outcome lands in the
- *   connection's identity slot (attach_identity_slot). With tls.client_cert = "require" a missing
+ *   connection's identity slot (new_connection). With tls.client_cert = "require" a missing
  *   or rejected certificate fails the handshake; with "request" the routes decide.
  * - Accepted verifications are remembered (chain_cache, keyed by the presented chain's bytes,
  *   10,000 chains) while the whole verified chain stays within its validity period, so a
@@ -65,10 +65,12 @@ class server_context {
 
   /**
    * A new server-side SSL object for one accepted connection, with `slot` attached as the place
-   * where the handshake stores the client's identity. `slot` must outlive the SSL object's
-   * handshake. Returns nullptr on allocation failure.
+   * where the handshake stores the client's identity (immutable, and shared with the chain
+   * cache and the other connections of the same chain); it stays empty when the client
+   * presents no certificate. `slot` must outlive the SSL object's handshake. Returns nullptr on
+   * allocation failure.
    */
-  SSL* new_connection(identity::client_identity* slot) const;
+  SSL* new_connection(std::shared_ptr<const identity::client_identity>* slot) const;
 
   /**
    * After a successful handshake: frees what only the handshake needed, so that a kept-alive

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <memory>
 #include <string>
 
 #include "test_certs.hpp"
@@ -86,50 +87,62 @@ TEST_CASE("tls: the key of a chain covers the leaf and every certificate the pee
 TEST_CASE("tls: an accepted identity is found again only within the chain's validity span") {
   chain_cache cache;
   const chain_key k = key_n(1);
-  const client_identity id = accepted("alice@lab.test");
+  const auto id = std::make_shared<const client_identity>(accepted("alice@lab.test"));
   cache.insert(k, id, 1000, 2000);
-  client_identity out;
-  REQUIRE(cache.find(k, 1500, out));
-  CHECK(out.ok());
-  CHECK(out.upn == "alice@lab.test");
-  CHECK(out.chain == id.chain);
-  CHECK(cache.find(k, 1000, out));
-  CHECK(cache.find(k, 2000, out));
-  client_identity untouched;
-  CHECK_FALSE(cache.find(k, 999, untouched));
-  CHECK_FALSE(cache.find(k, 2001, untouched));
-  CHECK(untouched.upn.empty());
-  CHECK_FALSE(cache.find(key_n(2), 1500, untouched));
+  const auto out = cache.find(k, 1500);
+  REQUIRE(out);
+  CHECK(out->ok());
+  CHECK(out->upn == "alice@lab.test");
+  CHECK(out->chain == id->chain);
+  CHECK(cache.find(k, 1000));
+  CHECK(cache.find(k, 2000));
+  CHECK_FALSE(cache.find(k, 999));
+  CHECK_FALSE(cache.find(k, 2001));
+  CHECK_FALSE(cache.find(key_n(2), 1500));
+}
+
+TEST_CASE("tls: a found identity is the cached one, shared and not copied") {
+  chain_cache cache;
+  const auto id = std::make_shared<const client_identity>(accepted("alice@lab.test"));
+  cache.insert(key_n(1), id, 0, 10);
+  const auto first = cache.find(key_n(1), 5);
+  const auto second = cache.find(key_n(1), 5);
+  CHECK(first.get() == id.get());
+  CHECK(second.get() == id.get());
 }
 
 TEST_CASE("tls: rejected identities are never cached") {
   chain_cache cache;
   client_identity id = accepted("mallory@lab.test");
   id.reason = rejection::untrusted;
-  cache.insert(key_n(1), id, 0, 4000000000);
-  client_identity out;
-  CHECK_FALSE(cache.find(key_n(1), 1000, out));
+  cache.insert(key_n(1), std::make_shared<const client_identity>(id), 0, 4000000000);
+  cache.insert(key_n(2), nullptr, 0, 4000000000);
+  CHECK_FALSE(cache.find(key_n(1), 1000));
+  CHECK_FALSE(cache.find(key_n(2), 1000));
   CHECK(cache.size() == 0);
 }
 
 TEST_CASE("tls: the cache is bounded and evicts the least recently used chain") {
+  auto shared = [](const std::string& upn) {
+    return std::make_shared<const client_identity>(accepted(upn));
+  };
   SUBCASE("bounded") {
     chain_cache cache(80);
     for (unsigned i = 0; i < 1000; ++i)
-      cache.insert(key_n(i, static_cast<unsigned char>(i % 7)), accepted("u"), 0, 10);
+      cache.insert(key_n(i, static_cast<unsigned char>(i % 7)), shared("u"), 0, 10);
     CHECK(cache.size() <= 80);
     CHECK(cache.size() > 0);
   }
   SUBCASE("least recently used goes first") {
     chain_cache cache(16);  // 8 shards of 2; all keys below share one shard
-    cache.insert(key_n(1), accepted("a"), 0, 10);
-    cache.insert(key_n(2), accepted("b"), 0, 10);
-    client_identity out;
-    REQUIRE(cache.find(key_n(1), 5, out));  // a is now the most recent
-    cache.insert(key_n(3), accepted("c"), 0, 10);
-    CHECK(cache.find(key_n(1), 5, out));
-    CHECK(out.upn == "a");
-    CHECK_FALSE(cache.find(key_n(2), 5, out));
-    CHECK(cache.find(key_n(3), 5, out));
+    cache.insert(key_n(1), shared("a"), 0, 10);
+    cache.insert(key_n(2), shared("b"), 0, 10);
+    REQUIRE(cache.find(key_n(1), 5));  // a is now the most recent
+    cache.insert(key_n(3), shared("c"), 0, 10);
+    const auto a = cache.find(key_n(1), 5);
+    REQUIRE(a);
+    CHECK(a->upn == "a");
+    CHECK_FALSE(cache.find(key_n(2), 5));
+    CHECK(cache.find(key_n(3), 5));
   }
 }
