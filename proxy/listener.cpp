@@ -29,15 +29,6 @@ tcp::endpoint to_endpoint(const config::endpoint& e, error_code& ec) {
   return {addr, e.port};
 }
 
-// The edge step runs in the connection's own coroutine: a slow or silent balancer connection
-// never holds up the accept loop.
-net::awaitable<void> admit_and_serve(tcp::socket socket, std::shared_ptr<const http::runtime> rt,
-                                     http::worker& w, tls::edge& edge) {
-  auto admitted = co_await edge.admit(socket, *rt->cfg);
-  if (!admitted) co_return;  // refused, counted and logged; the socket closes here
-  co_await http::run_session(std::move(socket), std::move(rt), w, std::move(*admitted));
-}
-
 net::awaitable<void> accept_loop(io_thread& t, tcp::acceptor& acc, const listener_env& env) {
   auto& log = *observability::logger("main");
   net::steady_timer backoff(t.ioc);
@@ -68,7 +59,9 @@ net::awaitable<void> accept_loop(io_thread& t, tcp::acceptor& acc, const listene
       t.state.pool->set_health(rt->health);
       t.state.pool_runtime = rt.get();
     }
-    net::co_spawn(t.ioc, admit_and_serve(std::move(socket), std::move(rt), t.state, env.edge),
+    // The connection's own coroutine: the edge step (PROXY header, per-address limits), the
+    // handshake and its requests (http/session.hpp).
+    net::co_spawn(t.ioc, http::run_session(std::move(socket), std::move(rt), t.state, env.edge),
                   [](std::exception_ptr e) {
                     if (!e) return;
                     try {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -132,7 +133,9 @@ struct header_read {
 // `malformed`: a request with bare-LF line endings never sends CRLF CRLF, and would otherwise
 // wait for timeouts.request_header and get 408 instead of its 400.
 // timeouts.request_header is one deadline for the whole header, counted from its first byte:
-// a client trickling a byte at a time cannot push it back (slow loris).
+// a client trickling a byte at a time cannot push it back (slow loris). With c.buf empty the
+// caller has waited for the request to become readable (run_session: an idle connection waits
+// there, without a read buffer).
 net::awaitable<header_read> read_header(connection& c) {
   const auto& lim = c.rt.cfg->limits;
   const std::size_t read_cap = std::max<std::size_t>(lim.read_ahead_bytes, 1024);
@@ -170,18 +173,14 @@ net::awaitable<header_read> read_header(connection& c) {
       c.tcp().expires_at(header_deadline);
     error_code ec;
     std::size_t n = 0;
-    // An idle connection (an ActiveSync device between requests) waits without a read buffer.
-    if (first) std::tie(ec) = co_await c.stream.async_wait_readable(use_tuple);
-    if (!ec) {
-      // Small requests need a small buffer: it grows (doubling) only when a read fills it.
-      const std::size_t room =
-          std::min({read_cap, lim.max_request_header_bytes + 4 - data.size(),
-                    std::max<std::size_t>(4096, c.buf.capacity() - c.buf.size())});
-      // What OpenSSL has decrypted already (the readiness wait peeked at a record) is copied
-      // without a system call or an asynchronous hop; otherwise the read waits.
-      n = c.stream.read_pending(c.buf.prepare(room));
-      if (n == 0) std::tie(ec, n) = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
-    }
+    // Small requests need a small buffer: it grows (doubling) only when a read fills it.
+    const std::size_t room =
+        std::min({read_cap, lim.max_request_header_bytes + 4 - data.size(),
+                  std::max<std::size_t>(4096, c.buf.capacity() - c.buf.size())});
+    // What OpenSSL has decrypted already (the caller's readiness wait peeked at a record) is
+    // copied without a system call or an asynchronous hop; otherwise the read waits.
+    n = c.stream.read_pending(c.buf.prepare(room));
+    if (n == 0) std::tie(ec, n) = co_await c.stream.async_read_some(c.buf.prepare(room), use_tuple);
     if (ec) {
       if (ec == beast::error::timeout)
         out.status = first ? header_status::closed : header_status::timeout;
@@ -801,16 +800,57 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
 
 // --- the connection -------------------------------------------------------------------------------
 
-net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
-                                      worker& w, const tls::admitted_connection& admitted) {
+// A failed handshake: counted and logged; a refused certificate also gets an access-log line.
+// Outside the coroutine, so that its locals (an access record) are not part of every
+// connection's frame.
+void handshake_failed(const runtime& rt, SSL* ssl, std::uint64_t conn_id,
+                      const tls::admitted_connection& admitted,
+                      const identity::client_identity& id, const error_code& hec) {
+  metrics& m = *rt.metrics;
+  m.handshake_failures.inc();
+  if (id.presented && !id.ok()) m.count_rejection(id.reason);
+  auto& log = *observability::logger("tls");
+  const std::string client = admitted.client_address();
+  if (id.presented && !id.ok()) {
+    const identity::refusal r = identity::refusal_for(id);
+    log.info("conn={} client={} handshake refused: {} subject \"{}\" issuer \"{}\" serial {}: {}",
+             conn_id, client, r.code, id.subject, id.issuer, id.serial, id.detail);
+    // tls.client_cert = "require": the refusal is an access-log line too (status 0: no request
+    // was read), so the helpdesk finds the user by certificate (issue 13).
+    if (rt.access_log) {
+      observability::access_record rec;
+      rec.time = std::chrono::system_clock::now();
+      rec.conn_id = conn_id;
+      rec.client = client;
+      rec.sni = std::string(tls::server_context::server_name(ssl));
+      rec.error = std::string(r.code);
+      rec.substatus = r.substatus;
+      rec.cert_subject = id.subject;
+      rec.cert_issuer = id.issuer;
+      rec.cert_serial = id.serial;
+      rec.cert_sha256 = id.sha256;
+      rt.access_log->write(rec);
+    }
+  } else {
+    log.debug("conn={} client={} handshake failed: {}", conn_id, client, hec.message());
+  }
+}
+
+}  // namespace
+
+// One coroutine frame for the whole connection, edge step included (issue 14: every frame of a
+// kept-alive connection stays allocated while it is idle). Locals that only one cold branch
+// needs live in plain functions (handshake_failed), not here.
+net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
+                                 worker& w, tls::edge& edge) {
+  // The edge step runs in the connection's own coroutine: a slow or silent balancer connection
+  // never holds up the accept loop.
+  std::optional<tls::admitted_connection> admitted = co_await edge.admit(socket, *rt->cfg);
+  if (!admitted) co_return;  // refused, counted and logged; the socket closes here
   const config::snapshot& cfg = *rt->cfg;
   metrics& m = *rt->metrics;
   const std::uint64_t conn_id = w.new_conn_id();
   error_code ec;
-  // The client as the edge step resolved it: the PROXY header's source behind a balancer.
-  std::string client_ip = admitted.client_ip();
-  if (client_ip.empty()) client_ip = "?";
-  std::string client = admitted.client_address();
   socket.set_option(net::ip::tcp::no_delay(true), ec);
 
   // Where the handshake puts the client's identity (shared with the chain cache); null: no
@@ -842,32 +882,7 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
   static const identity::client_identity no_certificate = identity::verifier::no_certificate();
   const identity::client_identity& id = verified ? *verified : no_certificate;
   if (hec) {
-    m.handshake_failures.inc();
-    if (id.presented && !id.ok()) m.count_rejection(id.reason);
-    auto& log = *observability::logger("tls");
-    if (id.presented && !id.ok()) {
-      const identity::refusal r = identity::refusal_for(id);
-      log.info("conn={} client={} handshake refused: {} subject \"{}\" issuer \"{}\" serial {}: {}",
-               conn_id, client, r.code, id.subject, id.issuer, id.serial, id.detail);
-      // tls.client_cert = "require": the refusal is an access-log line too (status 0: no request
-      // was read), so the helpdesk finds the user by certificate (issue 13).
-      if (rt->access_log) {
-        observability::access_record rec;
-        rec.time = std::chrono::system_clock::now();
-        rec.conn_id = conn_id;
-        rec.client = client;
-        rec.sni = std::string(tls::server_context::server_name(stream.native_handle()));
-        rec.error = std::string(r.code);
-        rec.substatus = r.substatus;
-        rec.cert_subject = id.subject;
-        rec.cert_issuer = id.issuer;
-        rec.cert_serial = id.serial;
-        rec.cert_sha256 = id.sha256;
-        rt->access_log->write(rec);
-      }
-    } else {
-      log.debug("conn={} client={} handshake failed: {}", conn_id, client, hec.message());
-    }
+    handshake_failed(*rt, stream.native_handle(), conn_id, *admitted, id, hec);
     co_return;
   }
   tls::server_context::release_handshake_state(stream.native_handle());
@@ -876,6 +891,8 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
   if (resumed) m.handshakes_resumed.inc();
 
   beast::flat_buffer buf;
+  // The client as the edge step resolved it: the PROXY header's source behind a balancer.
+  std::string client_ip = admitted->client_ip();
   connection c{stream,
                buf,
                *rt,
@@ -884,8 +901,8 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
                id,
                conn_id,
                0,
-               std::move(client),
-               std::move(client_ip),
+               admitted->client_address(),
+               client_ip.empty() ? std::string("?") : std::move(client_ip),
                std::string(tls::server_context::server_name(stream.native_handle())),
                std::string(tls::server_context::version(stream.native_handle())),
                resumed,
@@ -895,27 +912,26 @@ net::awaitable<void> serve_connection(net::ip::tcp::socket socket, std::shared_p
   for (;;) {
     handle.idle = true;
     if (w.draining && buf.size() == 0 && !handle.fresh) break;
+    if (buf.size() == 0) {
+      // Idle (an ActiveSync device between requests): wait for the next request here, without a
+      // read buffer (tls_stream::async_wait_readable) and without read_header's frame, under
+      // timeouts.idle; a drain closes the socket. Any error ends the connection quietly.
+      stream.expires_after(ms(cfg.timeouts.idle));
+      auto [wec] = co_await stream.async_wait_readable(use_tuple);
+      if (wec) break;
+    }
     const header_read h = co_await read_header(c);
     handle.idle = false;
     if (h.status == header_status::closed || h.status == header_status::error) break;
     const bool keep = co_await serve_request(c, h);
     handle.fresh = false;
     if (!keep || w.draining) break;
-    // Idle keep-alive connections (ActiveSync devices) should cost little: no read buffer while
-    // waiting for the next request (read_header waits for readability first).
-    if (buf.size() == 0) buf.shrink_to_fit();
+    if (buf.size() == 0) buf.shrink_to_fit();  // no read buffer while idle
   }
 
   // Orderly TLS close: best effort, bounded.
   stream.expires_after(std::chrono::seconds(1));
   co_await stream.async_shutdown(use_tuple);
-}
-
-}  // namespace
-
-net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
-                                 worker& w, tls::admitted_connection admitted) {
-  co_await serve_connection(std::move(socket), std::move(rt), w, admitted);
 }
 
 }  // namespace cbagate::http

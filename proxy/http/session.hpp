@@ -12,17 +12,18 @@
 namespace cbagate::http {
 
 /**
- * Serves one accepted connection to its end. Never throws; every failure is answered (when
- * the connection still allows it), logged and counted.
+ * Serves one accepted connection to its end: the edge step (tls/edge.hpp: PROXY header,
+ * per-address limits), the TLS handshake, then requests until the connection ends. Never
+ * throws; every failure is answered (when the connection still allows it), logged and counted.
  * @param socket the accepted TCP socket, on `w`'s io_context.
  * @param rt the runtime current at accept time; kept for the connection's life.
  * @param w the I/O thread's state; the session runs on that thread only.
- * @param admitted what the edge step (tls/edge.hpp) let through: the client address (the PROXY
- *        header's behind a balancer) for the access log and X-Forwarded-For, and its
- *        per-address connection count, held until the session ends.
+ * @param edge the process-wide edge step; the admitted connection (the client address, the
+ *        PROXY header's behind a balancer, for the access log and X-Forwarded-For, and its
+ *        per-address connection count) is held until the session ends.
  */
 boost::asio::awaitable<void> run_session(boost::asio::ip::tcp::socket socket,
                                          std::shared_ptr<const runtime> rt, worker& w,
-                                         tls::admitted_connection admitted);
+                                         tls::edge& edge);
 
 }  // namespace cbagate::http
