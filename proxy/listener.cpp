@@ -3,7 +3,6 @@
 #include <sys/socket.h>
 
 #include <chrono>
-#include <exception>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -61,15 +60,7 @@ net::awaitable<void> accept_loop(io_thread& t, tcp::acceptor& acc, const listene
     }
     // The connection's own coroutine: the edge step (PROXY header, per-address limits), the
     // handshake and its requests (http/session.hpp).
-    net::co_spawn(t.ioc, http::run_session(std::move(socket), std::move(rt), t.state, env.edge),
-                  [](std::exception_ptr e) {
-                    if (!e) return;
-                    try {
-                      std::rethrow_exception(e);
-                    } catch (const std::exception& ex) {
-                      observability::logger("http")->error("session ended by an exception (a bug): {}", ex.what());
-                    }
-                  });
+    http::spawn_session(std::move(socket), std::move(rt), t.state, env.edge);
   }
 }
 

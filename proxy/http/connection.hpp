@@ -20,8 +20,9 @@
 namespace cbagate::http {
 
 /**
- * Everything a client connection keeps between its requests. Lives in run_session's coroutine
- * frame; the phases and the relay get it by reference. State that must outlive one request
+ * Everything a client connection keeps between its requests. Lives in the connection's session
+ * object (session.cpp), which is all that remains of an idle connection; the phases and the
+ * relay get it by reference. State that must outlive one request
  * and belong to this client only (a backend connection pinned to it, a mapping verdict
  * re-checked after a TTL) is added here, never to the worker or the pool.
  */

@@ -2,12 +2,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
@@ -836,53 +839,122 @@ void handshake_failed(const runtime& rt, SSL* ssl, std::uint64_t conn_id,
   }
 }
 
-}  // namespace
+// What a connection keeps between its requests. While the connection is idle (an ActiveSync
+// device between requests, for minutes) this object is all that is left of it (issue 14): no
+// coroutine frame, no read buffer; the readiness wait on its socket owns it (park). Its
+// address never changes: the handshake's identity slot, the worker's session list and the
+// references in `c` point into it.
+struct session {
+  session(std::shared_ptr<const runtime> runtime_, worker& worker_,
+          tls::admitted_connection admitted_)
+      : rt(std::move(runtime_)), w(worker_), admitted(std::move(admitted_)),
+        conn_id(w.new_conn_id()) {
+    w.sessions.push_front(&handle);
+    rt->metrics->connections_active.inc();
+  }
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+  ~session() {
+    c.reset();
+    stream.reset();  // closes the socket before the session leaves the worker's list
+    w.sessions.remove(&handle);
+    rt->metrics->connections_active.dec();
+  }
 
-// One coroutine frame for the whole connection, edge step included (issue 14: every frame of a
-// kept-alive connection stays allocated while it is idle). Locals that only one cold branch
-// needs live in plain functions (handshake_failed), not here.
+  std::shared_ptr<const runtime> rt;
+  worker& w;
+  tls::admitted_connection admitted;  // holds the client's per-address connection count
+  std::uint64_t conn_id;
+  // Where the handshake puts the client's identity (shared with the chain cache); null: no
+  // certificate was presented.
+  std::shared_ptr<const identity::client_identity> verified;
+  std::optional<tls_stream> stream;
+  session_handle handle;
+  beast::flat_buffer buf;
+  std::optional<connection> c;  // from the end of the handshake
+};
+
+void on_session_end(std::exception_ptr e) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    observability::logger("http")->error("session ended by an exception (a bug): {}", ex.what());
+  }
+}
+
+net::awaitable<void> serve_requests(std::unique_ptr<session> st, error_code woke);
+
+// The connection waits for its next request (under timeouts.idle; a drain cancels the wait)
+// with nothing but its session object, and a new coroutine serves what comes, or ends it.
+void park(std::unique_ptr<session> st) {
+  session& s = *st;
+  s.handle.idle = true;
+  s.stream->expires_after(ms(s.rt->cfg->timeouts.idle));
+  s.stream->async_wait_readable(
+      net::bind_allocator(exact_allocator<void>(), [st = std::move(st)](error_code ec) mutable {
+        try {
+          const auto ex = st->stream->get_executor();
+          net::co_spawn(ex, serve_requests(std::move(st), ec), &on_session_end);
+        } catch (...) {  // out of memory: this connection ends (st), the thread goes on
+          on_session_end(std::current_exception());
+        }
+      }));
+}
+
+// Keep-alive: one request after another until one of them, the client or a drain ends it; in
+// between, the connection is parked. `woke`: how the wait for this request ended (any error
+// ends the connection quietly).
+net::awaitable<void> serve_requests(std::unique_ptr<session> st, error_code woke) {
+  session& s = *st;
+  connection& c = *s.c;
+  if (!woke) {
+    for (;;) {
+      const header_read h = co_await read_header(c);
+      s.handle.idle = false;
+      if (h.status == header_status::closed || h.status == header_status::error) break;
+      const bool keep = co_await serve_request(c, h);
+      s.handle.fresh = false;
+      if (!keep || s.w.draining) break;
+      if (s.buf.size() == 0) {  // else the next request is here already (pipelined)
+        s.buf.shrink_to_fit();  // no read buffer while idle
+        park(std::move(st));
+        co_return;
+      }
+    }
+  }
+  // Orderly TLS close: best effort, bounded.
+  s.stream->expires_after(std::chrono::seconds(1));
+  co_await s.stream->async_shutdown(use_tuple);
+}
+
+// The edge step and the handshake; then the connection is parked until its first request.
+// Locals that only one cold branch needs live in plain functions (handshake_failed).
 net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt,
                                  worker& w, tls::edge& edge) {
   // The edge step runs in the connection's own coroutine: a slow or silent balancer connection
   // never holds up the accept loop.
   std::optional<tls::admitted_connection> admitted = co_await edge.admit(socket, *rt->cfg);
   if (!admitted) co_return;  // refused, counted and logged; the socket closes here
-  const config::snapshot& cfg = *rt->cfg;
-  metrics& m = *rt->metrics;
-  const std::uint64_t conn_id = w.new_conn_id();
   error_code ec;
   socket.set_option(net::ip::tcp::no_delay(true), ec);
-
-  // Where the handshake puts the client's identity (shared with the chain cache); null: no
-  // certificate was presented.
-  std::shared_ptr<const identity::client_identity> verified;
-  SSL* ssl = rt->tls->new_connection(&verified);
+  auto st = std::make_unique<session>(std::move(rt), w, std::move(*admitted));
+  session& s = *st;
+  SSL* ssl = s.rt->tls->new_connection(&s.verified);
   if (!ssl) {
-    observability::logger("tls")->error("conn={} SSL_new failed", conn_id);
+    observability::logger("tls")->error("conn={} SSL_new failed", s.conn_id);
     co_return;
   }
-  tls_stream stream(std::move(socket), ssl);
-  session_handle handle;
-  handle.socket = &stream.socket();
-  w.sessions.push_front(&handle);
-  struct unregister {
-    worker& w;
-    session_handle* h;
-    ~unregister() { w.sessions.remove(h); }
-  } guard{w, &handle};
+  tls_stream& stream = s.stream.emplace(std::move(socket), ssl);
+  s.handle.socket = &stream.socket();
+  metrics& m = *s.rt->metrics;
 
-  m.connections_active.inc();
-  struct active_gauge {
-    metrics& m;
-    ~active_gauge() { m.connections_active.dec(); }
-  } gauge{m};
-
-  stream.expires_after(ms(cfg.timeouts.handshake));
+  stream.expires_after(ms(s.rt->cfg->timeouts.handshake));
   auto [hec] = co_await stream.async_handshake(use_tuple);
   static const identity::client_identity no_certificate = identity::verifier::no_certificate();
-  const identity::client_identity& id = verified ? *verified : no_certificate;
+  const identity::client_identity& id = s.verified ? *s.verified : no_certificate;
   if (hec) {
-    handshake_failed(*rt, stream.native_handle(), conn_id, *admitted, id, hec);
+    handshake_failed(*s.rt, stream.native_handle(), s.conn_id, s.admitted, id, hec);
     co_return;
   }
   tls::server_context::release_handshake_state(stream.native_handle());
@@ -890,48 +962,22 @@ net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<co
   const bool resumed = SSL_session_reused(stream.native_handle()) == 1;
   if (resumed) m.handshakes_resumed.inc();
 
-  beast::flat_buffer buf;
   // The client as the edge step resolved it: the PROXY header's source behind a balancer.
-  std::string client_ip = admitted->client_ip();
-  connection c{stream,
-               buf,
-               *rt,
-               w,
-               handle,
-               id,
-               conn_id,
-               0,
-               admitted->client_address(),
-               client_ip.empty() ? std::string("?") : std::move(client_ip),
-               std::string(tls::server_context::server_name(stream.native_handle())),
-               std::string(tls::server_context::version(stream.native_handle())),
-               resumed,
-               w.pool};
+  std::string client_ip = s.admitted.client_ip();
+  s.c.emplace(stream, s.buf, *s.rt, w, s.handle, id, s.conn_id, 0, s.admitted.client_address(),
+              client_ip.empty() ? std::string("?") : std::move(client_ip),
+              std::string(tls::server_context::server_name(stream.native_handle())),
+              std::string(tls::server_context::version(stream.native_handle())), resumed,
+              w.pool);
+  park(std::move(st));
+}
 
-  // Keep-alive: one request after another until one of them, the client or a drain ends it.
-  for (;;) {
-    handle.idle = true;
-    if (w.draining && buf.size() == 0 && !handle.fresh) break;
-    if (buf.size() == 0) {
-      // Idle (an ActiveSync device between requests): wait for the next request here, without a
-      // read buffer (tls_stream::async_wait_readable) and without read_header's frame, under
-      // timeouts.idle; a drain closes the socket. Any error ends the connection quietly.
-      stream.expires_after(ms(cfg.timeouts.idle));
-      auto [wec] = co_await stream.async_wait_readable(use_tuple);
-      if (wec) break;
-    }
-    const header_read h = co_await read_header(c);
-    handle.idle = false;
-    if (h.status == header_status::closed || h.status == header_status::error) break;
-    const bool keep = co_await serve_request(c, h);
-    handle.fresh = false;
-    if (!keep || w.draining) break;
-    if (buf.size() == 0) buf.shrink_to_fit();  // no read buffer while idle
-  }
+}  // namespace
 
-  // Orderly TLS close: best effort, bounded.
-  stream.expires_after(std::chrono::seconds(1));
-  co_await stream.async_shutdown(use_tuple);
+void spawn_session(net::ip::tcp::socket socket, std::shared_ptr<const runtime> rt, worker& w,
+                   tls::edge& edge) {
+  const auto ex = socket.get_executor();
+  net::co_spawn(ex, run_session(std::move(socket), std::move(rt), w, edge), &on_session_end);
 }
 
 }  // namespace cbagate::http
