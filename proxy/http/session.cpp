@@ -75,7 +75,25 @@ struct refusal {
   std::optional<local_reply_info> page{};  // a row of its own (certificate refusals), else r's
   std::string_view location{};             // a redirect route: 302 to this (route.redirect)
 };
-using verdict = std::optional<refusal>;  // nullopt: on to the next phase
+// What a phase decided: nothing (on to the next phase: std::nullopt) or a refusal. Held by
+// pointer: a request's frame keeps one per co_await of a phase for the whole request, a held
+// Ping included, and refusals are rare (issue 14).
+class verdict {
+ public:
+  verdict() = default;
+  verdict(std::nullopt_t) noexcept {}
+  verdict(refusal r) : r_(std::make_unique<refusal>(std::move(r))) {}
+  verdict(const verdict& o) : r_(o.r_ ? std::make_unique<refusal>(*o.r_) : nullptr) {}
+  verdict(verdict&&) noexcept = default;
+  verdict& operator=(const verdict& o) { return *this = verdict(o); }
+  verdict& operator=(verdict&&) noexcept = default;
+  explicit operator bool() const noexcept { return r_ != nullptr; }
+  refusal& operator*() const noexcept { return *r_; }
+  refusal* operator->() const noexcept { return r_.get(); }
+
+ private:
+  std::unique_ptr<refusal> r_;
+};
 
 // One request as the phases fill it in.
 struct request {
@@ -100,7 +118,8 @@ struct request {
   const config::route* route = nullptr;
   // authorize
   const identity::client_identity* id = nullptr;  // the connection's, or `aged` below
-  std::optional<identity::client_identity> aged;  // the connection's, expired since
+  std::unique_ptr<identity::client_identity> aged;  // the connection's, expired since (rare:
+                                                    // not inline in every request's frame)
   routing::decision decision;
   bool revocation_pending = false;  // the caches had no status: await_revocation fetches it
   // map
@@ -414,7 +433,8 @@ verdict authorize(connection& c, request& rq) {
   if (c.id.ok()) {
     const std::int64_t now = unix_now();
     if (now > c.id.not_after || now < c.id.not_before) {
-      auto& aged = rq.aged.emplace(c.id);
+      rq.aged = std::make_unique<identity::client_identity>(c.id);
+      auto& aged = *rq.aged;
       aged.reason = now > c.id.not_after ? identity::rejection::expired
                                          : identity::rejection::not_yet_valid;
       aged.upn.clear();
