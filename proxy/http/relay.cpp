@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -322,15 +323,20 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
       // readiness wait on the client socket, whose handler cancels that read when the client
       // shows a sign of life. Only then (rare) do both sides get a coroutine each
       // (watch_client), which tells a client gone from a pipelined request.
+      // Both waits may last an hour: their operations get exactly their size (exact_allocator,
+      // tls_stream.hpp), not a larger block from Asio's per-thread cache (issue 14).
       auto watch = std::make_shared<client_watch>(&x.utcp);
       c.tcp().expires_never();
-      c.tcp().socket().async_wait(net::socket_base::wait_read, [watch](const error_code&) {
-        if (!watch->live) return;
-        watch->fired = true;
-        watch->upstream->cancel();
-      });
+      c.tcp().socket().async_wait(
+          net::socket_base::wait_read,
+          net::bind_allocator(exact_allocator<void>(), [watch](const error_code&) {
+            if (!watch->live) return;
+            watch->fired = true;
+            watch->upstream->cancel();
+          }));
       std::size_t hn = 0;
-      std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
+      std::tie(ec, hn) = co_await bhttp::async_read_header(
+          x.up, x.ubuf, res_p, net::bind_allocator(exact_allocator<void>(), use_tuple));
       watch->live = false;
       if (!watch->fired) {
         error_code ignored;
