@@ -910,7 +910,7 @@ net::awaitable<void> serve_requests(std::unique_ptr<session> st, error_code woke
 void park(std::unique_ptr<session> st) {
   session& s = *st;
   s.handle.idle = true;
-  s.stream->expires_after(ms(s.rt->cfg->timeouts.idle));
+  s.stream->idle_after(ms(s.rt->cfg->timeouts.idle));
   s.stream->async_wait_readable(
       net::bind_allocator(exact_allocator<void>(), [st = std::move(st)](error_code ec) mutable {
         try {

@@ -30,11 +30,57 @@
 
 namespace cbagate::http {
 
+namespace detail {
+
+// Freed blocks of exact_allocator, per I/O thread, each kept with its size: an operation type
+// always has the same size, so the next operation of a kind takes the block the last one
+// left, and a keep-alive request costs no malloc for these.
+struct exact_block_cache {
+  static constexpr std::size_t slots = 8;
+  std::size_t size[slots]{};
+  void* block[slots]{};
+
+  void* take(std::size_t bytes) noexcept {
+    for (std::size_t i = 0; i < slots; ++i) {
+      if (block[i] != nullptr && size[i] == bytes) {
+        void* p = block[i];
+        block[i] = nullptr;
+        return p;
+      }
+    }
+    return nullptr;
+  }
+  bool keep(void* p, std::size_t bytes) noexcept {
+    for (std::size_t i = 0; i < slots; ++i) {
+      if (block[i] == nullptr) {
+        block[i] = p;
+        size[i] = bytes;
+        return true;
+      }
+    }
+    return false;
+  }
+  exact_block_cache() = default;
+  exact_block_cache(const exact_block_cache&) = delete;
+  exact_block_cache& operator=(const exact_block_cache&) = delete;
+  ~exact_block_cache() {
+    for (void* p : block) ::operator delete(p);
+  }
+};
+
+inline exact_block_cache& exact_blocks() noexcept {
+  thread_local exact_block_cache cache;
+  return cache;
+}
+
+}  // namespace detail
+
 /**
- * An allocator for operations that stay pending for long (an idle connection's readiness wait
- * and deadline): each gets exactly its size from malloc. Asio's default recycles blocks
- * per thread, first fit, so such an operation otherwise keeps whatever larger block the last
- * request left (issue 14: measured ~1 KB per idle connection).
+ * An allocator for operations that may stay pending for long (a parked connection's readiness
+ * wait and its deadline): each gets a block of exactly its size. Asio's default recycles
+ * blocks per thread first fit, so such an operation otherwise keeps whatever larger block the
+ * last request left (issue 14: ~1 KB per idle connection). Freed blocks are kept per thread
+ * by exact size (detail::exact_block_cache), so the common short wait costs no malloc either.
  */
 template <class T>
 struct exact_allocator {
@@ -42,10 +88,18 @@ struct exact_allocator {
   exact_allocator() noexcept = default;
   template <class U>
   exact_allocator(const exact_allocator<U>&) noexcept {}
-  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T))); }
-  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p); }
+  T* allocate(std::size_t n) {
+    const std::size_t bytes = n * sizeof(T);
+    if (void* p = detail::exact_blocks().take(bytes)) return static_cast<T*>(p);
+    return static_cast<T*>(::operator new(bytes));
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (!detail::exact_blocks().keep(p, n * sizeof(T))) ::operator delete(p);
+  }
   template <class U>
-  bool operator==(const exact_allocator<U>&) const noexcept { return true; }
+  bool operator==(const exact_allocator<U>&) const noexcept {
+    return true;
+  }
 };
 
 /** A server-side TLS stream over a TCP socket (AsyncReadStream, AsyncWriteStream). */
@@ -90,9 +144,12 @@ class tls_stream {
   SSL* native_handle() noexcept { return s_->ssl; }
   boost::asio::ip::tcp::socket& socket() noexcept { return s_->sock; }
 
-  void expires_after(steady::duration d) { s_->deadline = steady::now() + d; }
-  void expires_at(steady::time_point t) { s_->deadline = t; }
-  void expires_never() { s_->deadline = steady::time_point::max(); }
+  void expires_after(steady::duration d) { set_deadline(steady::now() + d, false); }
+  void expires_at(steady::time_point t) { set_deadline(t, false); }
+  void expires_never() { set_deadline(steady::time_point::max(), false); }
+  /** As expires_after, for a wait that may last minutes (a parked idle connection): the
+   *  deadline's watchdog operation is allocated exactly (exact_allocator), not recycled. */
+  void idle_after(steady::duration d) { set_deadline(steady::now() + d, true); }
 
   template <class Token>
   auto async_handshake(Token&& token) {
@@ -197,7 +254,8 @@ class tls_stream {
     steady::time_point deadline = steady::time_point::max();
     steady::time_point armed_for = steady::time_point::max();  // the timer's pending expiry
     bool waiting = false;
-    bool fatal = false;  // an SSL error happened: no more SSL_shutdown
+    bool fatal = false;      // an SSL error happened: no more SSL_shutdown
+    bool long_wait = false;  // the deadline's watchdog operation may wait for minutes
 
     state(boost::asio::ip::tcp::socket s, SSL* ssl_)
         : sock(std::move(s)), timer(sock.get_executor()), ssl(ssl_) {}
@@ -206,14 +264,18 @@ class tls_stream {
     ~state() { SSL_free(ssl); }
   };
 
+  void set_deadline(steady::time_point t, bool long_wait) {
+    s_->deadline = t;
+    s_->long_wait = long_wait;
+  }
+
   // The deadline watchdog: armed while an operation waits for readiness and the deadline is
   // set; it stays armed for the same deadline across operations (no churn per operation).
   static void arm(const std::shared_ptr<state>& s) {
     if (s->deadline == steady::time_point::max() || s->armed_for == s->deadline) return;
     s->armed_for = s->deadline;
     s->timer.expires_at(s->deadline);
-    s->timer.async_wait(boost::asio::bind_allocator(
-        exact_allocator<void>(), [w = std::weak_ptr<state>(s)](boost::system::error_code ec) {
+    auto on_expiry = [w = std::weak_ptr<state>(s)](boost::system::error_code ec) {
       if (ec) return;
       auto p = w.lock();
       if (!p) return;
@@ -224,7 +286,11 @@ class tls_stream {
       } else if (p->waiting) {
         arm(p);  // the deadline moved while waiting
       }
-    }));
+    };
+    if (s->long_wait)
+      s->timer.async_wait(boost::asio::bind_allocator(exact_allocator<void>(), std::move(on_expiry)));
+    else
+      s->timer.async_wait(std::move(on_expiry));
   }
 
   static boost::system::error_code error_for(state& s, int ssl_error, int ret) {
