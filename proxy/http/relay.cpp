@@ -181,6 +181,21 @@ bool take_whole_body(exchange<Up>& x, char* out, std::size_t size) {
   return true;
 }
 
+// A whole request (header and any body) in one write to the backend. False when it failed (the
+// client is answered 502 upstream_reset).
+template <class Up>
+net::awaitable<bool> send_whole(exchange<Up>& x, net::const_buffer bytes) {
+  x.utcp.expires_after(x.body_idle);
+  auto [ec, w] = co_await net::async_write(x.up, bytes, use_tuple);
+  (void)w;
+  if (ec) {
+    x.rec.error = "upstream_write_failed";
+    co_await send_local(x.c, x.rec, reply::upstream_reset, 0, false);
+    co_return false;
+  }
+  co_return true;
+}
+
 // Step 1: 100 Continue when asked, the request header, then body chunks as they come. False
 // when the exchange ended here (recorded in rec, answered when the client can be told).
 template <class Up>
@@ -216,14 +231,7 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
       co_await send_local(c, rec, reply::bad_request, 0, false);
       co_return false;
     }
-    x.utcp.expires_after(x.body_idle);
-    auto [ec, w] = co_await net::async_write(x.up, net::buffer(head.get(), n + body), use_tuple);
-    (void)w;
-    if (ec) {
-      rec.error = "upstream_write_failed";
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return false;
-    }
+    if (!co_await send_whole(x, net::buffer(head.get(), n + body))) co_return false;
     if (x.keep != nullptr) *x.keep = sent_request{std::move(head), n, body};
     co_return true;
   }
@@ -617,15 +625,7 @@ net::awaitable<bool> send_again(exchange<Up>& x, const sent_request& sent,
   p = std::copy(authorization.begin(), authorization.end(), p);
   p = std::copy_n("\r\n\r\n", 4, p);
   std::copy_n(sent.bytes.get() + sent.header, sent.body, p);
-  x.utcp.expires_after(x.body_idle);
-  auto [ec, w] = co_await net::async_write(x.up, net::buffer(out.get(), n), use_tuple);
-  (void)w;
-  if (ec) {
-    x.rec.error = "upstream_write_failed";
-    co_await send_local(x.c, x.rec, reply::upstream_reset, 0, false);
-    co_return false;
-  }
-  co_return true;
+  co_return co_await send_whole(x, net::buffer(out.get(), n));
 }
 
 // One exchange: the request (`again`: a kept one, sent again with `authorization`), the

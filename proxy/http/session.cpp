@@ -585,12 +585,20 @@ verdict rewrite_for_upstream(connection& c, request& rq) {
   return std::nullopt;
 }
 
-// The key of the backend connections a request may use: in Kerberos mode the user's (the
-// directory's account, else the UPN), so a connection made for one user never serves another;
-// "" in header mode.
-std::string pool_key(const request& rq, bool kerberos) {
-  if (!kerberos) return {};
+// Kerberos mode: the user the backend sees, as backend connections are keyed (the directory's
+// account, else the UPN), so a connection made for one user never serves another.
+const std::string& user_key(const request& rq) {
   return rq.principal.empty() ? rq.account : rq.principal;
+}
+
+// The key of the backend connections a request may use: user_key in Kerberos mode, "" in header
+// mode.
+std::string pool_key(const request& rq, bool kerberos) { return kerberos ? user_key(rq) : std::string(); }
+
+// The principal S4U2Self impersonates: the directory's account, else the one the UPN maps to.
+expected<std::string> delegation_principal(const delegation::kerberos_delegator& krb,
+                                           const request& rq) {
+  return rq.principal.empty() ? krb.principal_for(rq.account) : expected<std::string>(rq.principal);
 }
 
 // kerberos.persistent_auth: whether the request may go without a new token, because the backend
@@ -602,8 +610,7 @@ bool on_kerberos_session(connection& c, const request& rq) {
   const upstream::connection& uc = *rq.lease.conn;
   if (!c.rt.cfg->kerberos.persistent_auth || uc.pinned) return false;
   if (steady::now() >= uc.kerberos_session_until) return false;
-  const std::string& key = rq.principal.empty() ? rq.account : rq.principal;
-  if (uc.key.empty() || uc.key != key) return false;
+  if (uc.key.empty() || uc.key != user_key(rq)) return false;
   return body_at_hand(c, rq.parser, rq.plan);
 }
 
@@ -615,8 +622,7 @@ net::awaitable<verdict> kerberos_token(connection& c, request& rq) {
   delegation::kerberos_delegator& krb = *c.rt.kerberos;
   // With directory mapping, the account the directory returned (issue 12), not a name guessed
   // from the UPN's suffix.
-  const auto principal = rq.principal.empty() ? krb.principal_for(rq.account)
-                                              : expected<std::string>(rq.principal);
+  const auto principal = delegation_principal(krb, rq);
   const bool warm = principal && krb.cached(*principal);
   const auto t_krb = steady::now();
   std::vector<unsigned char> bindings = rq.lease.conn->tls_server_end_point;
@@ -740,9 +746,8 @@ void note_kerberos_session(connection& c, const request& rq, const outcome& out)
         out.persistent_auth != upstream::persistence::persists)
       return;
     const delegation::kerberos_delegator& krb = *c.rt.kerberos;
-    const auto principal = rq.principal.empty() ? krb.principal_for(rq.account)
-                                                : expected<std::string>(rq.principal);
-    if (principal) uc.kerberos_session_until = krb.cached_until(*principal).value_or(steady::time_point{});
+    if (const auto principal = delegation_principal(krb, rq))
+      uc.kerberos_session_until = krb.cached_until(*principal).value_or(steady::time_point{});
   } else if (status == 401 || out.persistent_auth == upstream::persistence::ends) {
     uc.kerberos_session_until = {};
   }

@@ -29,19 +29,25 @@ def kdc_log_count(env, text):
         return sum(1 for line in f if text in line)
 
 
+def realm_and_workdir(cls, prefix):
+    """Reads the KDC fixture's realm into cls.env and makes cls.tmp; the mocks' acceptors read
+    KRB5_CONFIG from the environment."""
+    if not os.path.exists(os.path.join(KDC_DIR, "env.sh")):
+        raise AssertionError(f"no KDC realm in {KDC_DIR}: run the kdc_setup fixture "
+                             "(tests/support/install-deps kdc installs its packages)")
+    cls.env = kdc_env()
+    cls.tmp = tempfile.mkdtemp(prefix=prefix)
+    os.environ["KRB5_CONFIG"] = cls.env["KRB5_CONFIG"]
+    cls.proxies = []
+
+
 class Kerberos(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        if not os.path.exists(os.path.join(KDC_DIR, "env.sh")):
-            raise AssertionError(f"no KDC realm in {KDC_DIR}: run the kdc_setup fixture "
-                                 "(tests/support/install-deps kdc installs its packages)")
-        cls.env = kdc_env()
-        cls.tmp = tempfile.mkdtemp(prefix="cbagate-krb-")
-        os.environ["KRB5_CONFIG"] = cls.env["KRB5_CONFIG"]  # the mock's acceptor reads it
+        realm_and_workdir(cls, "cbagate-krb-")
         cls.mock = Mock(cls.tmp, tls=True, heartbeat_cap=1, extra_args=(
             "--negotiate-keytab", cls.env["KCD_BACKEND_KEYTAB"], "--require-negotiate",
             "--channel-bindings", "require"))
-        cls.proxies = []
 
     @classmethod
     def tearDownClass(cls):
@@ -231,18 +237,13 @@ class KerberosSessions(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        if not os.path.exists(os.path.join(KDC_DIR, "env.sh")):
-            raise AssertionError(f"no KDC realm in {KDC_DIR}: run the kdc_setup fixture")
-        cls.env = kdc_env()
-        cls.tmp = tempfile.mkdtemp(prefix="cbagate-krbsess-")
-        os.environ["KRB5_CONFIG"] = cls.env["KRB5_CONFIG"]
+        realm_and_workdir(cls, "cbagate-krbsess-")
         base = ("--negotiate-keytab", cls.env["KCD_BACKEND_KEYTAB"], "--require-negotiate",
                 "--negotiate-persist")
         cls.persist = Mock(cls.tmp, extra_args=base)
         # IIS dropping a connection's authentication: one token-less request per token, then 401.
         cls.persist_once = Mock(cls.tmp,
                                 extra_args=base + ("--negotiate-persist-max", "1"))
-        cls.proxies = []
 
     @classmethod
     def tearDownClass(cls):
