@@ -112,6 +112,7 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
                                                    revocation::checker* checker,
                                                    http::revocation_live* live,
                                                    std::shared_ptr<tls::ticket_key_store> ticket_keys,
+                                                   std::shared_ptr<tls::session_cache> sessions,
                                                    observability::registry& registry,
                                                    std::string& error) {
   auto rt = std::make_shared<http::runtime>();
@@ -157,7 +158,8 @@ std::shared_ptr<const http::runtime> build_runtime(std::shared_ptr<const config:
   rt->revocation = std::move(current);
   rt->revocation_checker = checker;
   rt->revocation_now = live;
-  rt->tls = tls::server_context::make(*cfg, rt->verifier, error, std::move(ticket_keys));
+  rt->tls = tls::server_context::make(*cfg, rt->verifier, error, std::move(ticket_keys),
+                                      std::move(sessions));
   if (!rt->tls) return nullptr;
   if (checker != nullptr && cfg->tls.stapling == config::ocsp_stapling::auto_fetch)
     rt->staples = start_stapling(*checker, *rt->tls);
@@ -327,16 +329,18 @@ class server {
     checker_ = std::make_unique<revocation::checker>(revocation_options(*cfg), issuers_, registry_);
     watched_ = stamp_files(*cfg);
     ticket_key_plan keys;
+    auto sessions = sessions_for(*cfg);
     std::shared_ptr<const http::runtime> rt;
     if (plan_ticket_keys(*cfg, keys, error))
       rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
-                         &revocation_live_, ticket_keys_, registry_, error);
+                         &revocation_live_, ticket_keys_, sessions, registry_, error);
     if (!rt) {
       log.critical("startup: {}", error);
       std::fprintf(stderr, "cbagate: %s\n", error.c_str());
       return 1;
     }
     apply_ticket_keys(*cfg, std::move(keys), *ticket_keys_);
+    sessions_ = std::move(sessions);
     runtime_.store(rt);
     publish_revocation(*rt);
     operations::raise_descriptor_limit();
@@ -534,16 +538,18 @@ class server {
     // broken one reloads.
     watched_ = stamp_files(*cfg);
     ticket_key_plan keys;
+    auto sessions = sessions_for(*cfg);
     std::shared_ptr<const http::runtime> rt;
     if (plan_ticket_keys(*cfg, keys, error))
       rt = build_runtime(cfg, access_log_.get(), &metrics_, issuers_, checker_.get(),
-                         &revocation_live_, ticket_keys_, registry_, error);
+                         &revocation_live_, ticket_keys_, sessions, registry_, error);
     if (!rt) {
       log.error("reload: {}; keeping the running configuration", error);
       reloads_.inc("failed");
       return;
     }
     apply_ticket_keys(*cfg, std::move(keys), *ticket_keys_);
+    sessions_ = std::move(sessions);
     checker_->set_options(revocation_options(*cfg));
     if (auto lr = observability::set_level(cfg->log.level); !lr)
       log.error("reload: log.level: {}", lr.error().message());
@@ -693,6 +699,13 @@ class server {
   tls::edge edge_{registry_};                     // after registry_: PROXY header, per-address limits
   operations ops_{registry_};                     // after registry_: it registers metrics
   std::shared_ptr<tls::ticket_key_store> ticket_keys_ = std::make_shared<tls::ticket_key_store>();
+  // tls.session_cache: kept across reloads; a reload that changes its size starts a new one.
+  std::shared_ptr<tls::session_cache> sessions_;
+  std::shared_ptr<tls::session_cache> sessions_for(const config::snapshot& cfg) const {
+    if (sessions_ && sessions_->capacity() == std::max<std::size_t>(cfg.tls.session_cache, 1))
+      return sessions_;
+    return std::make_shared<tls::session_cache>(cfg.tls.session_cache);
+  }
   std::atomic<std::shared_ptr<const config::snapshot>> cfg_;
   std::atomic<std::shared_ptr<const http::runtime>> runtime_;
   listener_env listeners_{runtime_, metrics_, edge_, &ops_};  // what the accept loops read

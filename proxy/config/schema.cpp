@@ -363,13 +363,23 @@ constexpr schema_row rows[] = {
      .doc = "Session-ticket key file shared by several instances (cbagate --new-ticket-keys FILE "
             "writes one): one key per line, the first encrypts new tickets, all decrypt. Read "
             "again on SIGHUP and when the file changes. \"\" = keys of this process only, "
-            "random, rotated every tls.ticket_key_rotation.",
+            "random, rotated every tls.ticket_key_rotation (with tls.session_cache = 0; by "
+            "default sessions stay in memory, tls.session_cache).",
      .apply = [](cursor& c) { c.snap().tls.ticket_keys = c.secret_file(); }},
     {.key = "tls.ticket_key_rotation", .kind = value_kind::duration, .default_text = "\"1h\"",
-     .doc = "Without tls.ticket_keys: a new random key encrypts tickets this often; older keys "
-            "still decrypt for tls.session_timeout.",
+     .doc = "Without tls.ticket_keys and with tls.session_cache = 0: a new random key encrypts "
+            "tickets this often; older keys still decrypt for tls.session_timeout.",
      .max = 7 * one_day,
      .apply = [](cursor& c) { c.snap().tls.ticket_key_rotation = c.seconds(); }},
+    {.key = "tls.session_cache", .kind = value_kind::integer, .default_text = "20000",
+     .doc = "Without tls.ticket_keys: how many resumable sessions this process keeps in memory "
+            "(the least recently used makes room); a device holds only a reference to its "
+            "session, which is never serialized, so resuming does not parse its certificate "
+            "again. 0 = self-contained tickets under process-local keys "
+            "(tls.ticket_key_rotation). Unused with tls.ticket_keys (tickets every instance "
+            "opens) or tls.session_tickets = false.",
+     .min = 0, .max = 10000000,
+     .apply = [](cursor& c) { c.snap().tls.session_cache = c.integer<std::size_t>(); }},
     {.key = "tls.verify_depth", .kind = value_kind::integer, .default_text = "5",
      .doc = "Most intermediate CA certificates allowed in a client chain.",
      .min = 1, .max = 32,

@@ -88,7 +88,8 @@ struct tls_section {
   bool session_tickets = true;
   seconds_f session_timeout{7200};
   std::string ticket_keys;                // shared key file, "" = per process
-  seconds_f ticket_key_rotation{3600};    // without ticket_keys
+  seconds_f ticket_key_rotation{3600};    // without ticket_keys, with session_cache = 0
+  std::size_t session_cache = 20000;      // sessions kept in memory; 0 = self-contained tickets
   unsigned verify_depth = 5;
   std::vector<sni_certificate> sni;       // [[tls.sni]]
 

@@ -193,7 +193,7 @@ class tls_stream {
    */
   std::size_t read_pending(boost::asio::mutable_buffer b) noexcept {
     if (b.size() == 0 || s_->fatal || !s_->sock.is_open() || SSL_pending(s_->ssl) <= 0) return 0;
-    ERR_clear_error();
+    if (ERR_peek_error() != 0) ERR_clear_error();
     std::size_t n = 0;
     return SSL_read_ex(s_->ssl, b.data(), b.size(), &n) == 1 ? n : 0;
   }
@@ -261,7 +261,13 @@ class tls_stream {
         : sock(std::move(s)), timer(sock.get_executor()), ssl(ssl_) {}
     state(const state&) = delete;
     state& operator=(const state&) = delete;
-    ~state() { SSL_free(ssl); }
+    ~state() {
+      // A connection that ends without our close_notify (a timeout, a device gone) leaves its
+      // session resumable (tls.session_cache), as nginx does: SSL_free would otherwise drop it.
+      // A fatal alert, sent or received, has already dropped it inside OpenSSL (RFC 5246 7.2.2).
+      if (SSL_is_init_finished(ssl)) SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_SENT_SHUTDOWN);
+      SSL_free(ssl);
+    }
   };
 
   void set_deadline(steady::time_point t, bool long_wait) {
@@ -348,7 +354,7 @@ class tls_stream {
         s->sock.async_wait(net::socket_base::wait_read, std::move(self));
         return;
       }
-      ERR_clear_error();
+      if (ERR_peek_error() != 0) ERR_clear_error();  // SSL_get_error needs an empty queue
       errno = 0;
       std::size_t got = 0;
       const int r = act(s->ssl, got);

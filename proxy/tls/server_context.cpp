@@ -1,12 +1,14 @@
 #include "tls/server_context.hpp"
 
 #include "tls/inspect.hpp"
+#include "tls/session_cache.hpp"
 #include "tls/ticket_identity.hpp"
 
 #include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -223,6 +225,62 @@ struct callbacks {
     return SSL_TLSEXT_ERR_OK;  // OpenSSL owns `copy` now
   }
 
+  // tls.session_cache: sessions stay in this process's memory (session_cache.hpp). A new session
+  // is kept once its handshake decided the identity, with that identity (the shared object the
+  // connection holds). The certificates the client sent beside its own are freed first, as
+  // release_handshake_state does for a ticket's session: from now on the session is shared and
+  // no thread writes to it again.
+  static int keep_session(SSL* ssl, SSL_SESSION* session) {
+    auto* self = owner_of(ssl);
+    const identity_slot* slot = slot_of(ssl);
+    if (self == nullptr || !self->sessions_ || slot == nullptr) return 0;
+    if (SSL_get0_session(ssl) == session) {
+      if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl)) {
+        while (sk_X509_num(sent) > 0) X509_free(sk_X509_pop(sent));
+      }
+    }
+    self->sessions_->insert(session, *slot);
+    return 1;  // the cache holds OpenSSL's reference now
+  }
+
+  // A device offers a session id (TLS 1.2) or a stateful ticket (TLS 1.3): the kept session, if
+  // still valid and decided under this trust policy (the session id context, compared here
+  // rather than left to OpenSSL), resumes with the identity of its full handshake.
+  static SSL_SESSION* find_session(SSL* ssl, const unsigned char* id, int len, int* copy) {
+    *copy = 0;  // find() took a reference for OpenSSL
+    auto* self = owner_of(ssl);
+    identity_slot* slot = slot_of(ssl);
+    if (self == nullptr || !self->sessions_ || slot == nullptr || len <= 0) return nullptr;
+    auto kept = self->sessions_->find(
+        std::string_view(reinterpret_cast<const char*>(id), static_cast<std::size_t>(len)),
+        std::time(nullptr));
+    if (kept.session == nullptr) return nullptr;
+    unsigned int ctx_len = 0;
+    const unsigned char* ctx = SSL_SESSION_get0_id_context(kept.session, &ctx_len);
+    if (ctx_len != self->sid_ctx_.size() || std::memcmp(ctx, self->sid_ctx_.data(), ctx_len) != 0) {
+      SSL_SESSION_free(kept.session);
+      return nullptr;  // another trust policy: a full handshake
+    }
+    *slot = std::move(kept.identity);
+    // No new TLS 1.3 ticket for a resumed session: the device keeps offering the one it has
+    // until the session expires (as with a self-contained ticket), and the cache is not filled
+    // with copies of one session.
+    SSL_set_num_tickets(ssl, 0);
+    return kept.session;
+  }
+
+  static void forget_session(SSL_CTX* ctx, SSL_SESSION* session) {
+    auto* self = static_cast<server_context*>(SSL_CTX_get_ex_data(ctx, owner_index()));
+    if (self == nullptr || !self->sessions_) return;
+    unsigned int len = 0;
+    const unsigned char* id = SSL_SESSION_get_id(session, &len);
+    self->sessions_->remove(std::string_view(reinterpret_cast<const char*>(id), len));
+  }
+
+  static server_context* owner_of(SSL* ssl) {
+    return static_cast<server_context*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), owner_index()));
+  }
+
   static SSL_TICKET_RETURN ticket_decrypt(SSL* ssl, SSL_SESSION* session, const unsigned char*,
                                           size_t, SSL_TICKET_STATUS status, void*) {
     if (status != SSL_TICKET_SUCCESS && status != SSL_TICKET_SUCCESS_RENEW)
@@ -431,9 +489,21 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
 #pragma GCC diagnostic pop
   }
 
-  // No server-side session cache: resumption is by tickets only, which carry the identity.
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
-  if (cfg.tls.session_tickets) {
+  if (owner->keeps_sessions()) {
+    // tls.session_cache: sessions stay in the process (session_cache.hpp); the device gets a
+    // reference to its session (a TLS 1.3 stateful ticket, a TLS 1.2 session id), no ticket keys.
+    SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_SERVER | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_set_options(c, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(c, 1);
+    SSL_CTX_set_timeout(c, static_cast<long>(cfg.tls.session_timeout.count()));
+    SSL_CTX_sess_set_new_cb(c, &callbacks::keep_session);
+    SSL_CTX_sess_set_get_cb(c, &callbacks::find_session);
+    SSL_CTX_sess_set_remove_cb(c, &callbacks::forget_session);
+    SSL_CTX_set_ex_data(c, owner_index(), owner);
+  } else if (cfg.tls.session_tickets) {
+    // Self-contained tickets (tls.ticket_keys, or tls.session_cache = 0): no server-side cache;
+    // each ticket carries the identity.
     SSL_CTX_set_num_tickets(c, 1);  // one ticket per handshake: OpenSSL's default of 2 costs time
     SSL_CTX_set_timeout(c, static_cast<long>(cfg.tls.session_timeout.count()));
     SSL_CTX_set_session_ticket_cb(c, &callbacks::ticket_generate, &callbacks::ticket_decrypt,
@@ -454,9 +524,13 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
 
 std::unique_ptr<server_context> server_context::make(
     const config::snapshot& cfg, std::shared_ptr<const identity::verifier> verifier,
-    std::string& error, std::shared_ptr<ticket_key_store> ticket_keys) {
+    std::string& error, std::shared_ptr<ticket_key_store> ticket_keys,
+    std::shared_ptr<session_cache> sessions) {
   std::unique_ptr<server_context> self(new server_context());
   self->verifier_ = std::move(verifier);
+  if (cfg.tls.session_tickets && cfg.tls.ticket_keys.empty() && cfg.tls.session_cache > 0) {
+    self->sessions_ = sessions ? std::move(sessions) : std::make_shared<session_cache>(cfg.tls.session_cache);
+  }
   if (!ticket_keys) {
     ticket_keys = std::make_shared<ticket_key_store>();
     ticket_keys->use_local_keys(
@@ -490,6 +564,7 @@ std::unique_ptr<server_context> server_context::make(
   std::array<unsigned char, 32> sid_ctx{};
   unsigned int sid_len = 0;
   EVP_Digest(material.data(), material.size(), sid_ctx.data(), &sid_len, EVP_sha256(), nullptr);
+  self->sid_ctx_ = sid_ctx;
 
   for (std::size_t i = 0; i <= cfg.tls.sni.size(); ++i)
     self->staples_.push_back(std::make_unique<staple_slot>());
@@ -566,7 +641,11 @@ void server_context::release_handshake_state(SSL* ssl) noexcept {
   if (STACK_OF(X509)* sent = SSL_get_peer_cert_chain(ssl)) {
     while (sk_X509_num(sent) > 0) X509_free(sk_X509_pop(sent));
   }
-  if (SSL_SESSION* session = SSL_get0_session(ssl)) SSL_SESSION_set1_ticket_appdata(session, nullptr, 0);
+  // A ticket's session drops the identity encoded for its ticket (sent by now); a session kept
+  // in the process (tls.session_cache) has none and is shared: it is not written to.
+  const bool kept = (SSL_CTX_get_session_cache_mode(SSL_get_SSL_CTX(ssl)) & SSL_SESS_CACHE_SERVER) != 0;
+  if (SSL_SESSION* session = SSL_get0_session(ssl); session != nullptr && !kept)
+    SSL_SESSION_set1_ticket_appdata(session, nullptr, 0);
 }
 
 std::string_view server_context::server_name(SSL* ssl) noexcept {

@@ -2,6 +2,7 @@
 // The TLS server side: one SSL_CTX per certificate (the default plus one per [[tls.sni]] entry),
 // all sharing one client-certificate policy. Built once per configuration snapshot; immutable and
 // shared by every I/O thread afterwards (SSL_CTX is safe for concurrent SSL_new).
+#include <array>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -15,6 +16,7 @@
 #include "identity/client_identity.hpp"
 #include "identity/verifier.hpp"
 #include "tls/chain_cache.hpp"
+#include "tls/session_cache.hpp"
 #include "tls/ticket_keys.hpp"
 
 namespace cbagate::tls {
@@ -38,12 +40,15 @@ namespace cbagate::tls {
  *   recomputed; the cache lives and dies with this server_context (a reload starts empty).
  *   Not used when the verifier checks CRLs itself. The handshake revocation check runs on
  *   every handshake.
- * - Resumption (tls.session_tickets): stateless tickets carry the verified identity as ticket
- *   app data, so a resumed session has exactly the identity of the full handshake that created
- *   it. The session id context is derived from the trust material, so a ticket issued under
- *   other client CAs never resumes. With tickets off there is no resumption at all. Tickets are
- *   sealed with the keys of a ticket_key_store (AES-256-CBC + HMAC-SHA256): a shared key file
- *   lets a device resume on any instance behind a balancer.
+ * - Resumption (tls.session_tickets): a resumed session has exactly the identity of the full
+ *   handshake that created it. By default the sessions stay in the process, each with the
+ *   identity its handshake decided (tls.session_cache, session_cache.hpp), and the device holds
+ *   a reference; with tls.ticket_keys (or tls.session_cache = 0) self-contained tickets carry
+ *   the session and the identity (as ticket app data), sealed with the keys of a
+ *   ticket_key_store (AES-256-CBC + HMAC-SHA256): a
+ *   shared key file lets a device resume on any instance behind a balancer. The session id
+ *   context is derived from the trust material, so a session decided under other client CAs
+ *   never resumes. With tickets off there is no resumption at all.
  */
 class server_context {
  public:
@@ -53,11 +58,15 @@ class server_context {
    * @param ticket_keys the process-wide session-ticket keys (ticket_keys.hpp), shared by every
    *        configuration so a reload keeps tickets valid; null = a store of this context alone
    *        with process-local keys rotated every tls.ticket_key_rotation.
+   * @param sessions the process-wide session cache (session_cache.hpp), used when
+   *        tls.session_tickets is on, tls.ticket_keys empty and tls.session_cache > 0; null = a
+   *        cache of this context alone.
    */
   static std::unique_ptr<server_context> make(const config::snapshot& cfg,
                                               std::shared_ptr<const identity::verifier> verifier,
                                               std::string& error,
-                                              std::shared_ptr<ticket_key_store> ticket_keys = nullptr);
+                                              std::shared_ptr<ticket_key_store> ticket_keys = nullptr,
+                                              std::shared_ptr<session_cache> sessions = nullptr);
 
   server_context(const server_context&) = delete;
   server_context& operator=(const server_context&) = delete;
@@ -92,6 +101,9 @@ class server_context {
   static std::string_view version(SSL* ssl) noexcept;
 
   const identity::verifier& verifier() const noexcept { return *verifier_; }
+
+  /** True when resumable sessions stay in the process (tls.session_cache, session_cache.hpp). */
+  bool keeps_sessions() const noexcept { return sessions_ != nullptr; }
 
   /**
    * With tls.client_cert = "require": a certificate whose chain verified is still refused in
@@ -151,6 +163,8 @@ class server_context {
   ossl::ssl_ctx_ptr default_ctx_;
   std::vector<sni_entry> sni_;
   std::shared_ptr<ticket_key_store> ticket_keys_;
+  std::shared_ptr<session_cache> sessions_;  // tls.session_cache; null: self-contained tickets
+  std::array<unsigned char, 32> sid_ctx_{};  // the session id context of every SSL_CTX
   std::vector<std::unique_ptr<staple_slot>> staples_;  // [0] default, [i] sni_[i - 1]
 
   friend struct callbacks;

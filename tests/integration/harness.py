@@ -341,6 +341,14 @@ class Proxy:
         return self.process.stop()
 
 
+def resumable(session, version):
+    """A session the client can offer again: a ticket (TLS 1.3 always; TLS 1.2 with
+    self-contained tickets), or a session id (TLS 1.2 with the proxy's tls.session_cache)."""
+    if session is None:
+        return False
+    return session.has_ticket or (version == "1.2" and len(session.id) > 0)
+
+
 def client_context(cert=None, tls_max=None, tls_min=None):
     """A real OpenSSL client context trusting the dev root, presenting `cert` (a name from
     certs-dev's clients/ folder, e.g. "alice"), or none."""

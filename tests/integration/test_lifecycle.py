@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import admin_get, BIN, MOCK, PKI, ROUTES_DEFAULT, Client, Mock, Proxy, wait_until
+from harness import admin_get, BIN, MOCK, PKI, ROUTES_DEFAULT, Client, Mock, Proxy, resumable, wait_until
 from test_tls import fetch as tls_fetch, pinned
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -320,7 +320,7 @@ class Reload(TempDirCase):
             with self.subTest(version=version):
                 ctx = pinned("alice", version)
                 first = tls_fetch(self.proxy, ctx, "/owa/healthcheck.htm")
-                self.assertTrue(first.session is not None and first.session.has_ticket)
+                self.assertTrue(resumable(first.session, version))
                 self.reload_and_wait(f"configuration {self.proxy.config_path} loaded")
                 m = self.marker()
                 after = tls_fetch(self.proxy, ctx, f"/owa/?marker={m}", session=first.session)

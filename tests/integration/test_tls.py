@@ -8,7 +8,7 @@ import subprocess
 import time
 import unittest
 
-from harness import PKI, Proxy, ProxyTestCase, client_context, status_of
+from harness import PKI, Proxy, ProxyTestCase, client_context, resumable, status_of
 
 PUBLIC = "/owa/healthcheck.htm"  # a route with client_cert = "none"
 VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -119,6 +119,8 @@ class Versions(TlsTestCase):
 
 
 class Resumption(ProxyTestCase):
+    """The default: sessions kept in the proxy's memory (tls.session_cache)."""
+
     def test_resumed_session_keeps_the_identity(self):
         for version in VERSIONS:
             with self.subTest(version=version):
@@ -127,8 +129,7 @@ class Resumption(ProxyTestCase):
                 first = fetch(self.proxy, ctx, f"/owa/?marker={m1}")
                 self.assertEqual(first.status, 200, first)
                 self.assertFalse(first.reused)
-                self.assertTrue(first.session is not None and first.session.has_ticket,
-                                "no session ticket issued")
+                self.assertTrue(resumable(first.session, version), "no resumable session issued")
                 m2 = self.mark()
                 again = fetch(self.proxy, ctx, f"/owa/?marker={m2}", session=first.session)
                 self.assertTrue(again.reused, "session not resumed")
@@ -173,14 +174,57 @@ class Resumption(ProxyTestCase):
                 with self.subTest(version=version):
                     ctx = pinned("alice", version)
                     first = fetch(self.proxy, ctx, PUBLIC)
-                    self.assertTrue(first.session is not None and first.session.has_ticket)
+                    self.assertTrue(resumable(first.session, version))
                     m = self.mark()
                     again = fetch(other, ctx, f"/owa/?marker={m}", session=first.session)
-                    self.assertFalse(again.reused, "a foreign ticket was accepted")
+                    self.assertFalse(again.reused, "another instance's session was resumed")
                     self.assertEqual(again.status, 200, again)
                     self.assertEqual(self.backend_saw(m)[0]["identity"], "alice@lab.test")
         finally:
             other.stop()
+
+
+class SelfContainedTickets(Resumption):
+    """tls.session_cache = 0: the same guarantees with tickets that carry the session."""
+    PROXY_SECTIONS = {"tls": {"session_cache": 0}}
+
+    def test_tickets_carry_the_session(self):
+        # Every device resumes however many came since: nothing is kept in the proxy.
+        for version in VERSIONS:
+            with self.subTest(version=version):
+                ctx = {u: pinned(u, version) for u in ("alice", "bob", "carol")}
+                firsts = [fetch(self.proxy, ctx[u], PUBLIC) for u in ctx]
+                for f in firsts:
+                    self.assertTrue(f.session is not None and f.session.has_ticket, f)
+                for u, f in zip(ctx, firsts):
+                    again = fetch(self.proxy, ctx[u], PUBLIC, session=f.session)
+                    self.assertTrue(again.reused, u)
+
+
+class SessionCache(ProxyTestCase):
+    """tls.session_cache bounds the sessions the proxy keeps; the least recently used goes."""
+    PROXY_SECTIONS = {"tls": {"session_cache": 2}}
+
+    def test_the_least_recently_used_session_makes_room(self):
+        for version in VERSIONS:
+            with self.subTest(version=version):
+                ctx = {u: pinned(u, version) for u in ("alice", "bob", "carol")}
+                a = fetch(self.proxy, ctx["alice"], PUBLIC)
+                b = fetch(self.proxy, ctx["bob"], PUBLIC)
+                # alice resumes: hers is now the most recently used, bob's the least
+                a2 = fetch(self.proxy, ctx["alice"], PUBLIC, session=a.session)
+                self.assertTrue(a2.reused)
+                c = fetch(self.proxy, ctx["carol"], PUBLIC)  # makes room: bob's goes
+                self.assertFalse(c.reused)
+                m = self.mark()
+                a3 = fetch(self.proxy, ctx["alice"], f"/owa/?marker={m}", session=a.session)
+                self.assertTrue(a3.reused, "a kept session was not resumed")
+                self.assertEqual(self.backend_saw(m)[0]["identity"], "alice@lab.test")
+                m = self.mark()
+                b2 = fetch(self.proxy, ctx["bob"], f"/owa/?marker={m}", session=b.session)
+                self.assertFalse(b2.reused, "an evicted session was resumed")
+                self.assertEqual(b2.status, 200, b2)
+                self.assertEqual(self.backend_saw(m)[0]["identity"], "bob@lab.test")
 
 
 class NoTickets(ProxyTestCase):
