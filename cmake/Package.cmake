@@ -33,6 +33,9 @@ set(CPACK_STRIP_FILES ON)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
+# dpkg-shlibdeps writes a dependency for each shared library the binary needs, with the version
+# from that library's shlibs file: libssl3, libkrb5-3, ..., and libmimalloc2.0 (>= 2.0.9+ds) when
+# cbagate is linked with mimalloc (PROXY_MIMALLOC); tests/integration/package checks both.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
 set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://example.org/cbagate")

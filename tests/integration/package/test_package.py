@@ -57,6 +57,8 @@ class Package(unittest.TestCase):
         self.assertIn("Package: cbagate\n", control)
         self.assertIn("Section: net\n", control)
         self.assertRegex(control, r"Depends: .*libssl3")  # from dpkg-shlibdeps
+        if os.environ.get("CBAGATE_MIMALLOC") == "ON":  # cmake/Allocator.cmake
+            self.assertRegex(control, r"Depends: .*libmimalloc2\.0 \(>= 2\.0")
         self.assertRegex(control, r"Depends: .*adduser")
 
     def test_the_binary_is_installed_stripped_and_runs(self):
