@@ -79,4 +79,20 @@ char* put_header(const bhttp::response_header<>& h, char* p) noexcept {
   return p;
 }
 
+std::size_t header_size(const bhttp::request_header<flat_fields>& h) noexcept {
+  return flat_fields::request_size(h, h.version(), h.method());
+}
+
+std::size_t header_size(const bhttp::response_header<flat_fields>& h) noexcept {
+  return flat_fields::response_size(h, h.version(), h.result_int());
+}
+
+char* put_header(const bhttp::request_header<flat_fields>& h, char* p) noexcept {
+  return flat_fields::put_request(h, h.version(), h.method(), p);
+}
+
+char* put_header(const bhttp::response_header<flat_fields>& h, char* p) noexcept {
+  return flat_fields::put_response(h, h.version(), h.result_int(), p);
+}
+
 }  // namespace cbagate::http

@@ -7,6 +7,8 @@
 
 #include <boost/beast/http/message.hpp>
 
+#include "http/flat_fields.hpp"
+
 namespace cbagate::http {
 
 /** The number of bytes put_header() writes for `h`. Pure. */
@@ -21,5 +23,12 @@ std::size_t header_size(const boost::beast::http::response_header<>& h) noexcept
  */
 char* put_header(const boost::beast::http::request_header<>& h, char* out) noexcept;
 char* put_header(const boost::beast::http::response_header<>& h, char* out) noexcept;
+
+/** The same for a header held in flat_fields (the relay's): the same bytes as Beast's
+    serializer writes for a basic_fields header with these fields in this order. */
+std::size_t header_size(const boost::beast::http::request_header<flat_fields>& h) noexcept;
+std::size_t header_size(const boost::beast::http::response_header<flat_fields>& h) noexcept;
+char* put_header(const boost::beast::http::request_header<flat_fields>& h, char* out) noexcept;
+char* put_header(const boost::beast::http::response_header<flat_fields>& h, char* out) noexcept;
 
 }  // namespace cbagate::http
