@@ -21,6 +21,7 @@
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
 
+#include "http/flat_parser.hpp"
 #include "http/sanitize.hpp"
 #include "http/serialize.hpp"
 #include "observability/log.hpp"
@@ -106,7 +107,7 @@ bool response_header_ready(Up& up, beast::flat_buffer& ubuf) {
 
 template <class Up>
 net::awaitable<error_code> read_response_header(Up& up, beast::flat_buffer& ubuf,
-                                                bhttp::response_parser<bhttp::buffer_body>& p) {
+                                                flat_response_parser<bhttp::buffer_body>& p) {
   auto [ec, n] = co_await bhttp::async_read_header(up, ubuf, p, use_tuple);
   (void)n;
   co_return ec;
@@ -145,7 +146,7 @@ struct exchange {
   std::chrono::milliseconds body_idle;
   std::unique_ptr<char[]> chunk;  // the relay buffer, request body then response body
   beast::flat_buffer ubuf;        // bytes read from the backend and not yet parsed
-  std::optional<bhttp::response_parser<bhttp::buffer_body>> res_p;
+  std::optional<flat_response_parser<bhttp::buffer_body>> res_p;
   sent_request* keep = nullptr;   // relay_keeping: the request as sent goes here
 };
 
@@ -518,7 +519,7 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   if (res.has_content_length())
     co_return co_await relay_counted(x, out, client_keep_alive, upstream_keep_alive);
 
-  bhttp::response_serializer<bhttp::buffer_body> rs{res};
+  bhttp::serializer<false, bhttp::buffer_body, flat_fields> rs{res};
   res.body().data = nullptr;
   res.body().size = 0;
   res.body().more = !res_p.is_done();

@@ -99,7 +99,8 @@ constexpr bool same_name(std::string_view a, std::string_view b) noexcept {
   return true;
 }
 
-std::uint8_t flags_of(const bhttp::fields::value_type& f) noexcept {
+template <class Entry>
+std::uint8_t flags_of(const Entry& f) noexcept {
   if (f.name() != field::unknown) return known_flags[static_cast<std::size_t>(f.name())];
   // Not in Beast's list, or an '_' spelling of a name that is: a short linear scan, the
   // length check rejects nearly every row at once.
@@ -122,8 +123,8 @@ constexpr bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
 // Calls fn(token) for each connection option the Connection fields list (comma-separated,
 // optional whitespace trimmed, empty elements skipped) until fn returns true; returns whether
 // one did.
-template <class Fn>
-bool any_connection_token(const bhttp::fields& f, Fn&& fn) noexcept {
+template <class Fields, class Fn>
+bool any_connection_token(const Fields& f, Fn&& fn) noexcept {
   const auto range = f.equal_range(field::connection);
   for (auto it = range.first; it != range.second; ++it) {
     std::string_view rest = it->value();
@@ -139,13 +140,14 @@ bool any_connection_token(const bhttp::fields& f, Fn&& fn) noexcept {
   return false;
 }
 
+template <class Fields>
 struct connection_options {
   static constexpr std::size_t max_tokens = 8;
   std::array<std::string_view, max_tokens> tokens{};
   std::size_t count = 0;
   bool overflow = false;
 
-  explicit connection_options(const bhttp::fields& f) noexcept {
+  explicit connection_options(const Fields& f) noexcept {
     overflow = any_connection_token(f, [this](std::string_view token) {
       if (count == max_tokens) return true;
       tokens[count++] = token;
@@ -154,7 +156,7 @@ struct connection_options {
   }
 
   // True when a Connection field lists `name` as a connection option.
-  bool names(const bhttp::fields& f, std::string_view name) const noexcept {
+  bool names(const Fields& f, std::string_view name) const noexcept {
     if (overflow) return named_by_connection(f, name);
     for (std::size_t i = 0; i < count; ++i) {
       if (tokens[i].size() == name.size() && boost::beast::iequals(tokens[i], name)) return true;
@@ -163,7 +165,7 @@ struct connection_options {
   }
 
   // The slow path for a Connection list longer than max_tokens: every token, from the fields.
-  static bool named_by_connection(const bhttp::fields& f, std::string_view name) noexcept {
+  static bool named_by_connection(const Fields& f, std::string_view name) noexcept {
     return any_connection_token(
         f, [name](std::string_view token) { return boost::beast::iequals(token, name); });
   }
@@ -171,12 +173,13 @@ struct connection_options {
 
 // The one pass. Connection fields stay until the end of the loop, because later fields are
 // matched against their tokens, and are then removed together.
-sanitize_report apply(bhttp::fields& f, std::uint8_t drop_mask, std::string_view extra_identity) {
+template <class Fields>
+sanitize_report apply(Fields& f, std::uint8_t drop_mask, std::string_view extra_identity) {
   sanitize_report report;
   std::size_t connection_fields = 0;
   for (const auto& fld : f) connection_fields += fld.name() == field::connection ? 1 : 0;
   const bool has_connection = connection_fields > 0;
-  std::optional<connection_options> options;
+  std::optional<connection_options<Fields>> options;
   if (has_connection) options.emplace(f);
   for (auto it = f.begin(); it != f.end();) {
     if (it->name() == field::connection) {
@@ -228,6 +231,14 @@ sanitize_report sanitize_response(bhttp::fields& f) {
 }
 
 sanitize_report sanitize_response(bhttp::fields& f, const response_policy& policy) {
+  const sanitize_report report = sanitize_response(f);
+  if (!policy.hsts.empty()) f.set(bhttp::field::strict_transport_security, policy.hsts);
+  return report;
+}
+
+sanitize_report sanitize_response(flat_fields& f) { return apply(f, drop_response, {}); }
+
+sanitize_report sanitize_response(flat_fields& f, const response_policy& policy) {
   const sanitize_report report = sanitize_response(f);
   if (!policy.hsts.empty()) f.set(bhttp::field::strict_transport_security, policy.hsts);
   return report;

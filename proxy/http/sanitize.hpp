@@ -13,6 +13,8 @@
 
 #include <boost/beast/http/fields.hpp>
 
+#include "http/flat_fields.hpp"
+
 namespace cbagate::http {
 
 /** What sanitize_request needs to know about the route and the configuration. */
@@ -88,5 +90,9 @@ struct response_policy {
 
 /** sanitize_response, then the route's own response headers (`policy`). */
 sanitize_report sanitize_response(boost::beast::http::fields& f, const response_policy& policy);
+
+/** The same on the relay's flat_fields. */
+sanitize_report sanitize_response(flat_fields& f);
+sanitize_report sanitize_response(flat_fields& f, const response_policy& policy);
 
 }  // namespace cbagate::http

@@ -2,6 +2,8 @@
 
 #include <boost/beast/core/string.hpp>
 
+#include "http/flat_fields.hpp"
+
 namespace cbagate::upstream {
 namespace {
 
@@ -44,7 +46,10 @@ bool names_connection_bound_scheme(std::string_view value) noexcept {
   return false;
 }
 
-bool request_binds_connection(const bhttp::fields& request) noexcept {
+namespace {
+
+template <class Fields>
+bool request_binds(const Fields& request) noexcept {
   for (const auto& f : request) {
     if (f.name() == bhttp::field::authorization && names_connection_bound_scheme(f.value()))
       return true;
@@ -52,7 +57,8 @@ bool request_binds_connection(const bhttp::fields& request) noexcept {
   return false;
 }
 
-bool response_binds_connection(const bhttp::fields& response) noexcept {
+template <class Fields>
+bool response_binds(const Fields& response) noexcept {
   for (const auto& f : response) {
     if (f.name() == bhttp::field::www_authenticate && names_connection_bound_scheme(f.value()))
       return true;
@@ -65,7 +71,8 @@ bool response_binds_connection(const bhttp::fields& response) noexcept {
   return false;
 }
 
-persistence persistent_auth(const bhttp::fields& response) noexcept {
+template <class Fields>
+persistence persistent_auth_of(const Fields& response) noexcept {
   persistence said = persistence::unsaid;
   for (const auto& f : response) {
     if (f.name() != bhttp::field::unknown || !boost::beast::iequals(f.name_string(), "Persistent-Auth"))
@@ -74,6 +81,27 @@ persistence persistent_auth(const bhttp::fields& response) noexcept {
     said = persistence::persists;
   }
   return said;
+}
+
+}  // namespace
+
+bool request_binds_connection(const bhttp::fields& request) noexcept {
+  return request_binds(request);
+}
+bool request_binds_connection(const http::flat_fields& request) noexcept {
+  return request_binds(request);
+}
+bool response_binds_connection(const bhttp::fields& response) noexcept {
+  return response_binds(response);
+}
+bool response_binds_connection(const http::flat_fields& response) noexcept {
+  return response_binds(response);
+}
+persistence persistent_auth(const bhttp::fields& response) noexcept {
+  return persistent_auth_of(response);
+}
+persistence persistent_auth(const http::flat_fields& response) noexcept {
+  return persistent_auth_of(response);
 }
 
 std::unique_ptr<connection> private_slot::take(const pool& p) {

@@ -13,6 +13,10 @@
 
 #include "upstream/pool.hpp"
 
+namespace cbagate::http {
+class flat_fields;
+}  // namespace cbagate::http
+
 namespace cbagate::upstream {
 
 /**
@@ -31,6 +35,7 @@ bool names_connection_bound_scheme(std::string_view value) noexcept;
  * itself (Kerberos mode) is bound to the user by the pool key instead.
  */
 bool request_binds_connection(const boost::beast::http::fields& request) noexcept;
+bool request_binds_connection(const http::flat_fields& request) noexcept;
 
 /**
  * True when a response read from a backend connection binds it: any WWW-Authenticate field
@@ -40,6 +45,7 @@ bool request_binds_connection(const boost::beast::http::fields& request) noexcep
  * header as received, before it is sanitized for the client.
  */
 bool response_binds_connection(const boost::beast::http::fields& response) noexcept;
+bool response_binds_connection(const http::flat_fields& response) noexcept;
 
 /** What a response's Persistent-Auth fields say (IIS: whether the connection stays
  *  authenticated for later requests). */
@@ -52,6 +58,7 @@ enum class persistence { unsaid, persists, ends };
  * token (kerberos.persistent_auth).
  */
 persistence persistent_auth(const boost::beast::http::fields& response) noexcept;
+persistence persistent_auth(const http::flat_fields& response) noexcept;
 
 /**
  * The backend connection one client connection keeps for itself: at most one, private to it
