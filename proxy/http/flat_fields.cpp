@@ -134,7 +134,9 @@ void flat_fields::grow(std::size_t need) {
 }
 
 std::string_view flat_fields::store(std::string_view s) {
-  if (s.empty()) return {};
+  // An empty value still points somewhere, as Beast's do (its token and buffer helpers
+  // memcpy from value().data()).
+  if (s.empty()) return {"", 0};
   if (s.size() > capacity_ - used_) grow(s.size());
   char* const p = bytes_.get() + used_;
   std::memcpy(p, s.data(), s.size());

@@ -135,7 +135,8 @@ bool valid_content_length(std::string_view v) noexcept {
 
 // An absolute-form target "http(s)://authority[/path][?query]" whose authority equals the one
 // Host field (case-insensitive).
-bool absolute_form_on_host(const bhttp::request_header<>& h) noexcept {
+template <class Fields>
+bool absolute_form_on_host(const bhttp::request_header<Fields>& h) noexcept {
   std::string_view t = h.target();
   std::size_t scheme_len = 0;
   if (t.size() > 7 && boost::beast::iequals(t.substr(0, 7), "http://")) {
@@ -212,7 +213,10 @@ std::optional<framing_error> scan_header_block(std::string_view raw,
   return std::nullopt;
 }
 
-std::optional<framing_error> check_request_framing(const bhttp::request_header<>& h) noexcept {
+namespace {
+
+template <class Fields>
+std::optional<framing_error> check_framing(const bhttp::request_header<Fields>& h) noexcept {
   const std::string_view target = h.target();
   // RFC 9112 3.2: a fragment is never sent; a '#' would be read as a path byte by some and as
   // the end of the path by others.
@@ -252,6 +256,17 @@ std::optional<framing_error> check_request_framing(const bhttp::request_header<>
     return errc::unsupported_transfer_coding;
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<framing_error> check_request_framing(
+    const bhttp::request_header<flat_fields>& h) noexcept {
+  return check_framing(h);
+}
+
+std::optional<framing_error> check_request_framing(const bhttp::request_header<>& h) noexcept {
+  return check_framing(h);
 }
 
 }  // namespace cbagate::http

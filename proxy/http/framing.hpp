@@ -52,6 +52,7 @@
 #include <boost/beast/http/message.hpp>
 
 #include "http/error.hpp"
+#include "http/flat_fields.hpp"
 #include "http/limits.hpp"
 
 namespace cbagate::http {
@@ -142,6 +143,9 @@ std::optional<framing_error> scan_header_block(std::string_view raw,
  * @param h a request header as Beast parsed it.
  * @return the first violation, or nullopt. Thread-safe, no allocation.
  */
+std::optional<framing_error> check_request_framing(
+    const boost::beast::http::request_header<flat_fields>& h) noexcept;
+/** The same on a header in Beast's own fields (the tests pin Beast's parser with it). */
 std::optional<framing_error> check_request_framing(
     const boost::beast::http::request_header<>& h) noexcept;
 

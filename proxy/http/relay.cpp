@@ -139,7 +139,7 @@ struct exchange {
   connection& c;
   Up& up;
   beast::tcp_stream& utcp;  // the backend's TCP layer: its deadlines
-  bhttp::request_parser<bhttp::buffer_body>& req_p;
+  flat_request_parser<bhttp::buffer_body>& req_p;
   const relay_plan& plan;
   observability::access_record& rec;
   steady::time_point t0;
@@ -153,7 +153,7 @@ struct exchange {
 // The length of a request body that may go with its header in one write: a Content-Length body
 // of at most one relay chunk, all of it already read (in c.buf), within the route's limit, the
 // client not waiting for 100 Continue. 0 otherwise (no body, chunked, large or still coming).
-std::size_t whole_small_body(const connection& c, const bhttp::request_parser<bhttp::buffer_body>& req_p,
+std::size_t whole_small_body(const connection& c, const flat_request_parser<bhttp::buffer_body>& req_p,
                              const relay_plan& plan) {
   if (!plan.request_has_body || plan.send_continue || req_p.get().chunked()) return 0;
   const auto cl = req_p.content_length();
@@ -237,7 +237,7 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
     co_return true;
   }
 
-  bhttp::request_serializer<bhttp::buffer_body> sr{req};
+  bhttp::serializer<true, bhttp::buffer_body, flat_fields> sr{req};
   req.body().data = nullptr;
   req.body().size = 0;
   req.body().more = x.plan.request_has_body;
@@ -305,7 +305,7 @@ template <class Up>
 net::awaitable<bool> receive_response_header(exchange<Up>& x) {
   connection& c = x.c;
   auto& rec = x.rec;
-  x.req_p.get().base() = bhttp::request_header<>{};
+  x.req_p.get().base() = bhttp::request_header<flat_fields>{};
   x.chunk.reset();
   if (c.buf.size() == 0) c.buf.shrink_to_fit();
   for (;;) {
@@ -633,7 +633,7 @@ net::awaitable<bool> send_again(exchange<Up>& x, const sent_request& sent,
 // response header, then the response relayed (or dropped: relay_keeping's 401).
 template <class Up>
 net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection& uc,
-                                     bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                     flat_request_parser<bhttp::buffer_body>& req_p,
                                      const relay_plan& plan, observability::access_record& rec,
                                      steady::time_point t0, sent_request* keep,
                                      const sent_request* again, std::string_view authorization) {
@@ -655,13 +655,13 @@ net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection
 
 }  // namespace
 
-bool body_at_hand(const connection& c, const bhttp::request_parser<bhttp::buffer_body>& req_p,
+bool body_at_hand(const connection& c, const flat_request_parser<bhttp::buffer_body>& req_p,
                   const relay_plan& plan) {
   return !plan.request_has_body || whole_small_body(c, req_p, plan) > 0;
 }
 
 net::awaitable<outcome> relay(connection& c, upstream::connection& uc,
-                              bhttp::request_parser<bhttp::buffer_body>& req_p,
+                              flat_request_parser<bhttp::buffer_body>& req_p,
                               const relay_plan& plan, observability::access_record& rec,
                               steady::time_point t0) {
   return uc.visit([&](auto& up) {
@@ -670,7 +670,7 @@ net::awaitable<outcome> relay(connection& c, upstream::connection& uc,
 }
 
 net::awaitable<outcome> relay_keeping(connection& c, upstream::connection& uc,
-                                      bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                      flat_request_parser<bhttp::buffer_body>& req_p,
                                       const relay_plan& plan, observability::access_record& rec,
                                       steady::time_point t0, sent_request& sent) {
   return uc.visit([&](auto& up) {
@@ -679,7 +679,7 @@ net::awaitable<outcome> relay_keeping(connection& c, upstream::connection& uc,
 }
 
 net::awaitable<outcome> relay_again(connection& c, upstream::connection& uc,
-                                    bhttp::request_parser<bhttp::buffer_body>& req_p,
+                                    flat_request_parser<bhttp::buffer_body>& req_p,
                                     const relay_plan& plan, observability::access_record& rec,
                                     steady::time_point t0, const sent_request& sent,
                                     std::string_view authorization) {

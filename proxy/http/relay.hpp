@@ -12,6 +12,7 @@
 #include <boost/beast/http/parser.hpp>
 
 #include "http/connection.hpp"
+#include "http/flat_parser.hpp"
 #include "observability/access_log.hpp"
 #include "upstream/pool.hpp"
 
@@ -51,7 +52,7 @@ struct sent_request {
  * bodies (they are streamed).
  */
 bool body_at_hand(const connection& c,
-                  const boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                  const flat_request_parser<boost::beast::http::buffer_body>& req_p,
                   const relay_plan& plan);
 
 /**
@@ -65,7 +66,7 @@ bool body_at_hand(const connection& c,
  * the returned awaitable.
  */
 boost::asio::awaitable<outcome> relay(connection& c, upstream::connection& uc,
-                                      boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                                      flat_request_parser<boost::beast::http::buffer_body>& req_p,
                                       const relay_plan& plan, observability::access_record& rec,
                                       std::chrono::steady_clock::time_point t0);
 
@@ -78,7 +79,7 @@ boost::asio::awaitable<outcome> relay(connection& c, upstream::connection& uc,
  * answer is relayed as by relay().
  */
 boost::asio::awaitable<outcome> relay_keeping(connection& c, upstream::connection& uc,
-                                              boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                                              flat_request_parser<boost::beast::http::buffer_body>& req_p,
                                               const relay_plan& plan, observability::access_record& rec,
                                               std::chrono::steady_clock::time_point t0,
                                               sent_request& sent);
@@ -88,7 +89,7 @@ boost::asio::awaitable<outcome> relay_keeping(connection& c, upstream::connectio
  * added to its header, then relays the answer as relay() does (a 401 included).
  */
 boost::asio::awaitable<outcome> relay_again(connection& c, upstream::connection& uc,
-                                            boost::beast::http::request_parser<boost::beast::http::buffer_body>& req_p,
+                                            flat_request_parser<boost::beast::http::buffer_body>& req_p,
                                             const relay_plan& plan, observability::access_record& rec,
                                             std::chrono::steady_clock::time_point t0,
                                             const sent_request& sent, std::string_view authorization);

@@ -210,13 +210,13 @@ sanitize_report apply(Fields& f, std::uint8_t drop_mask, std::string_view extra_
 
 }  // namespace
 
-sanitize_report sanitize_request(bhttp::fields& f, const sanitize_options& options) {
+sanitize_report sanitize_request(flat_fields& f, const sanitize_options& options) {
   const unsigned strip = options.strip_authorization ? static_cast<unsigned>(credential) : 0U;
   const auto mask = static_cast<std::uint8_t>(drop_request | identity | strip);
   return apply(f, mask, options.identity_header);
 }
 
-void add_forwarding_headers(bhttp::fields& f, const forwarding_info& info) {
+void add_forwarding_headers(flat_fields& f, const forwarding_info& info) {
   f.set("X-Forwarded-For", info.client_address);
   f.set("X-Forwarded-Proto", info.proto);
   if (info.host.empty()) {
@@ -224,16 +224,6 @@ void add_forwarding_headers(bhttp::fields& f, const forwarding_info& info) {
   } else {
     f.set("X-Forwarded-Host", info.host);
   }
-}
-
-sanitize_report sanitize_response(bhttp::fields& f) {
-  return apply(f, drop_response, {});
-}
-
-sanitize_report sanitize_response(bhttp::fields& f, const response_policy& policy) {
-  const sanitize_report report = sanitize_response(f);
-  if (!policy.hsts.empty()) f.set(bhttp::field::strict_transport_security, policy.hsts);
-  return report;
 }
 
 sanitize_report sanitize_response(flat_fields& f) { return apply(f, drop_response, {}); }

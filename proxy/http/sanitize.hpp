@@ -11,8 +11,6 @@
 #include <cstdint>
 #include <string_view>
 
-#include <boost/beast/http/fields.hpp>
-
 #include "http/flat_fields.hpp"
 
 namespace cbagate::http {
@@ -54,10 +52,9 @@ struct sanitize_report {
  * removed from requests and responses whatever that name's own rule.
  * Expect is left to the session. Read `keep_alive()` before calling: Connection goes.
  *
- * @return the counts of removed fields. Thread-safe for distinct `f`; allocates nothing
- * beyond Beast's own bookkeeping.
+ * @return the counts of removed fields. Thread-safe for distinct `f`; allocates nothing.
  */
-sanitize_report sanitize_request(boost::beast::http::fields& f, const sanitize_options& options);
+sanitize_report sanitize_request(flat_fields& f, const sanitize_options& options);
 
 /** Where the request came from, as we saw it at the edge. */
 struct forwarding_info {
@@ -71,7 +68,7 @@ struct forwarding_info {
  * edge: client-supplied values are never trusted or appended to). An empty `host` removes
  * X-Forwarded-Host. Call after sanitize_request, which removes the '_' spellings.
  */
-void add_forwarding_headers(boost::beast::http::fields& f, const forwarding_info& info);
+void add_forwarding_headers(flat_fields& f, const forwarding_info& info);
 
 /**
  * Cleans an upstream response header before it is relayed to the client: removes the
@@ -79,7 +76,7 @@ void add_forwarding_headers(boost::beast::http::fields& f, const forwarding_info
  * (except Content-Length). Content-Length stays; Transfer-Encoding goes, so the session re-frames
  * (chunked towards the client when the upstream sent no Content-Length).
  */
-sanitize_report sanitize_response(boost::beast::http::fields& f);
+sanitize_report sanitize_response(flat_fields& f);
 
 /** What a route adds to every response it relays (config::route), after sanitize_response. */
 struct response_policy {
@@ -89,10 +86,6 @@ struct response_policy {
 };
 
 /** sanitize_response, then the route's own response headers (`policy`). */
-sanitize_report sanitize_response(boost::beast::http::fields& f, const response_policy& policy);
-
-/** The same on the relay's flat_fields. */
-sanitize_report sanitize_response(flat_fields& f);
 sanitize_report sanitize_response(flat_fields& f, const response_policy& policy);
 
 }  // namespace cbagate::http

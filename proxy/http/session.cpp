@@ -110,7 +110,7 @@ struct request {
   steady::time_point t0 = steady::now();
   observability::access_record rec;
   // check_header
-  bhttp::request_parser<bhttp::buffer_body> parser;
+  flat_request_parser<bhttp::buffer_body> parser;
   bool has_body = false;
   bool keep_after_refusal = false;  // a local refusal may keep the connection
   // route

@@ -85,20 +85,11 @@ persistence persistent_auth_of(const Fields& response) noexcept {
 
 }  // namespace
 
-bool request_binds_connection(const bhttp::fields& request) noexcept {
-  return request_binds(request);
-}
 bool request_binds_connection(const http::flat_fields& request) noexcept {
   return request_binds(request);
 }
-bool response_binds_connection(const bhttp::fields& response) noexcept {
-  return response_binds(response);
-}
 bool response_binds_connection(const http::flat_fields& response) noexcept {
   return response_binds(response);
-}
-persistence persistent_auth(const bhttp::fields& response) noexcept {
-  return persistent_auth_of(response);
 }
 persistence persistent_auth(const http::flat_fields& response) noexcept {
   return persistent_auth_of(response);

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string_view>
 
-#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/field.hpp>
 
 #include "upstream/pool.hpp"
 
@@ -34,7 +34,6 @@ bool names_connection_bound_scheme(std::string_view value) noexcept;
  * sanitizing), and only for credentials the client sent: a Negotiate token that cbagate made
  * itself (Kerberos mode) is bound to the user by the pool key instead.
  */
-bool request_binds_connection(const boost::beast::http::fields& request) noexcept;
 bool request_binds_connection(const http::flat_fields& request) noexcept;
 
 /**
@@ -44,7 +43,6 @@ bool request_binds_connection(const http::flat_fields& request) noexcept;
  * "Persistent-Auth: true" on a connection it keeps authenticated). Call it with the response
  * header as received, before it is sanitized for the client.
  */
-bool response_binds_connection(const boost::beast::http::fields& response) noexcept;
 bool response_binds_connection(const http::flat_fields& response) noexcept;
 
 /** What a response's Persistent-Auth fields say (IIS: whether the connection stays
@@ -57,7 +55,6 @@ enum class persistence { unsaid, persists, ends };
  * without one. Deliberately narrow: only an explicit "true" lets a later request go without a
  * token (kerberos.persistent_auth).
  */
-persistence persistent_auth(const boost::beast::http::fields& response) noexcept;
 persistence persistent_auth(const http::flat_fields& response) noexcept;
 
 /**

@@ -1,9 +1,11 @@
 // libFuzzer target: the request path of http/session.cpp over arbitrary bytes, exactly in its
 // order: the raw-header scan (scan_header_prefix on every prefix length the read loop could
-// see, then scan_header_block), Beast's request_parser with the session's limits, the framing
+// see, then scan_header_block), Beast's parser into flat_fields (flat_parser, as the session
+// parses) with the session's limits, the framing
 // check of the parsed header, then sanitize_request and add_forwarding_headers.
 // Properties checked: the incremental scan agrees with the whole-block scan; an accepted header
 // leaves no identity, hop-by-hop or forwarding field that the client sent.
+#include "http/flat_parser.hpp"
 #include "http/framing.hpp"
 #include "http/sanitize.hpp"
 
@@ -52,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const std::string_view raw = bytes.substr(0, whole.size);
   require(!cbagate::http::scan_header_block(raw, limits).has_value());
 
-  bhttp::request_parser<bhttp::buffer_body> parser;
+  cbagate::http::flat_request_parser<bhttp::buffer_body> parser;
   parser.header_limit(49152 + 4);
   parser.body_limit(boost::none);
   boost::beast::error_code ec;

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/field.hpp>
 #include <doctest/doctest.h>
 
@@ -13,26 +14,27 @@ namespace {
 
 namespace bhttp = boost::beast::http;
 using cbagate::http::add_forwarding_headers;
+using cbagate::http::flat_fields;
 using cbagate::http::sanitize_options;
 using cbagate::http::sanitize_request;
 using cbagate::http::sanitize_response;
 
 using field_list = std::vector<std::pair<std::string, std::string>>;
 
-bhttp::fields make_fields(const field_list& in) {
-  bhttp::fields f;
+flat_fields make_fields(const field_list& in) {
+  flat_fields f;
   for (const auto& [name, value] : in) f.insert(name, value);
   return f;
 }
 
 // Names as they remain, in order, with their values.
-field_list dump(const bhttp::fields& f) {
+field_list dump(const flat_fields& f) {
   field_list out;
   for (const auto& e : f) out.emplace_back(std::string(e.name_string()), std::string(e.value()));
   return out;
 }
 
-std::size_t count_named(const bhttp::fields& f, std::string_view name) {
+std::size_t count_named(const flat_fields& f, std::string_view name) {
   std::size_t n = 0;
   for (const auto& e : f) {
     if (boost::beast::iequals(e.name_string(), name)) ++n;

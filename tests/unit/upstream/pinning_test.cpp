@@ -4,8 +4,10 @@
 #include <utility>
 #include <vector>
 
-#include <boost/beast/http/fields.hpp>
+#include <boost/beast/http/field.hpp>
 #include <doctest/doctest.h>
+
+#include "http/flat_fields.hpp"
 
 namespace {
 
@@ -16,8 +18,8 @@ using cbagate::upstream::persistent_auth;
 using cbagate::upstream::request_binds_connection;
 using cbagate::upstream::response_binds_connection;
 
-bhttp::fields make(std::vector<std::pair<std::string, std::string>> list) {
-  bhttp::fields f;
+cbagate::http::flat_fields make(std::vector<std::pair<std::string, std::string>> list) {
+  cbagate::http::flat_fields f;
   for (auto& [k, v] : list) f.insert(k, v);
   return f;
 }
