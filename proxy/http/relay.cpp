@@ -148,6 +148,11 @@ struct exchange {
   beast::flat_buffer ubuf;        // bytes read from the backend and not yet parsed
   std::optional<flat_response_parser<bhttp::buffer_body>> res_p;
   sent_request* keep = nullptr;   // relay_keeping: the request as sent goes here
+
+  // The response header's storage goes back to this thread's spares (runtime.hpp worker).
+  ~exchange() {
+    if (res_p) c.w.give_fields(res_p->release_fields());
+  }
 };
 
 // The length of a request body that may go with its header in one write: a Content-Length body
@@ -305,11 +310,12 @@ template <class Up>
 net::awaitable<bool> receive_response_header(exchange<Up>& x) {
   connection& c = x.c;
   auto& rec = x.rec;
-  x.req_p.get().base() = bhttp::request_header<flat_fields>{};
+  c.w.give_fields(x.req_p.release_fields());
   x.chunk.reset();
   if (c.buf.size() == 0) c.buf.shrink_to_fit();
   for (;;) {
-    auto& res_p = x.res_p.emplace();
+    flat_fields spare = x.res_p ? x.res_p->release_fields() : c.w.take_fields();
+    auto& res_p = x.res_p.emplace(std::move(spare));
     res_p.header_limit(static_cast<std::uint32_t>(c.rt.cfg->limits.max_response_header_bytes));
     res_p.body_limit(boost::none);
     if (x.plan.head) res_p.skip(true);

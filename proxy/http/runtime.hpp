@@ -11,6 +11,7 @@
 #include "delegation/kerberos.hpp"
 #include "directory/service.hpp"
 #include "http/error_pages.hpp"
+#include "http/flat_fields.hpp"
 #include "http/metrics.hpp"
 #include "http/route_metrics.hpp"
 #include "identity/verifier.hpp"
@@ -109,6 +110,29 @@ struct worker {
   }
   std::shared_ptr<const revocation_current> revocation_cache;
   std::uint64_t revocation_generation = 0;
+
+  /** Header storage for this thread's next messages (issue 14): each request and response
+   *  header takes one and gives it back when done, so a keep-alive request allocates none for
+   *  its headers, and an idle connection holds none. */
+  flat_fields take_fields() noexcept {
+    if (spare_fields.empty()) return {};
+    flat_fields f = std::move(spare_fields.back());
+    spare_fields.pop_back();
+    return f;
+  }
+  /** Keeps `f` (cleared) for a later message: at most spare_limit, none over 16 KiB (a rare
+   *  large header does not stay allocated). */
+  void give_fields(flat_fields&& f) noexcept {
+    static constexpr std::size_t spare_limit = 32;
+    static constexpr std::size_t largest = 16384;
+    if (f.capacity() == 0 || f.capacity() > largest || spare_fields.size() >= spare_limit) return;
+    f.clear();
+    try {
+      spare_fields.push_back(std::move(f));
+    } catch (...) {  // out of memory: the storage is just freed
+    }
+  }
+  std::vector<flat_fields> spare_fields;
 };
 
 }  // namespace cbagate::http

@@ -97,7 +97,7 @@ class verdict {
 
 // One request as the phases fill it in.
 struct request {
-  explicit request(connection& c) {
+  explicit request(connection& c) : w(c.w), parser(c.w.take_fields()) {
     rec.time = std::chrono::system_clock::now();
     rec.conn_id = c.conn_id;
     rec.req_id = ++c.requests;
@@ -107,6 +107,11 @@ struct request {
     rec.tls_resumed = c.resumed;
   }
 
+  request(const request&) = delete;
+  request& operator=(const request&) = delete;
+  ~request() { w.give_fields(parser.release_fields()); }
+
+  worker& w;
   steady::time_point t0 = steady::now();
   observability::access_record rec;
   // check_header
@@ -250,6 +255,9 @@ verdict check_header(connection& c, request& rq, const header_read& h) {
     return refusal{reply_for(error_source::downstream, make_error_code(*fe))};
   }
   auto& p = rq.parser;
+  // The whole block is at hand: its bytes, and a field per line at most, in one reservation
+  // (none when this thread's spare storage is large enough already).
+  rq.msg().reserve(h.len, 16);
   p.header_limit(static_cast<std::uint32_t>(cfg.limits.max_request_header_bytes + 4));
   p.body_limit(boost::none);
   {
