@@ -340,6 +340,9 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
       // (watch_client), which tells a client gone from a pipelined request.
       // Both waits may last an hour: their operations get exactly their size (exact_allocator,
       // tls_stream.hpp), not a larger block from Asio's per-thread cache (issue 14).
+      // Nor a header container for a response that may be an hour away: the spare goes back
+      // to the thread, the parser grows its own when the response comes.
+      c.w.give_fields(res_p.release_fields());
       auto watch = std::make_shared<client_watch>(&x.utcp);
       c.tcp().expires_never();
       c.tcp().socket().async_wait(
