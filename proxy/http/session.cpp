@@ -984,6 +984,7 @@ net::awaitable<void> run_session(net::ip::tcp::socket socket, std::shared_ptr<co
 
   stream.expires_after(ms(s.rt->cfg->timeouts.handshake));
   auto [hec] = co_await stream.async_handshake(use_tuple);
+  if (!hec) tls::server_context::settle_identity(stream.native_handle(), s.verified);
   static const identity::client_identity no_certificate = identity::verifier::no_certificate();
   const identity::client_identity& id = s.verified ? *s.verified : no_certificate;
   if (hec) {

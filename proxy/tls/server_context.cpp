@@ -648,6 +648,11 @@ void server_context::release_handshake_state(SSL* ssl) noexcept {
     SSL_SESSION_set1_ticket_appdata(session, nullptr, 0);
 }
 
+void server_context::settle_identity(SSL* ssl,
+                                     std::shared_ptr<const identity::client_identity>& slot) noexcept {
+  if (SSL_session_reused(ssl) != 1 && SSL_get0_peer_certificate(ssl) == nullptr) slot.reset();
+}
+
 std::string_view server_context::server_name(SSL* ssl) noexcept {
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   return name ? std::string_view(name) : std::string_view();

@@ -94,6 +94,17 @@ class server_context {
    */
   static void release_handshake_state(SSL* ssl) noexcept;
 
+  /**
+   * After a successful handshake, before the identity in `slot` is used: it stands only when
+   * this handshake verified it (the client presented a certificate: the verify callback wrote
+   * it) or resumed the session it was restored from. The session lookups restore an identity as
+   * soon as a client offers a session id or ticket, which travel in the clear, and OpenSSL may
+   * still decline that session without an alert (a cipher suite of another hash, an extended
+   * master secret mismatch) and run a full handshake: without this, a client with no
+   * certificate on a "request" listener would keep the identity of the session it named.
+   */
+  static void settle_identity(SSL* ssl, std::shared_ptr<const identity::client_identity>& slot) noexcept;
+
   /** After the handshake: the SNI the client sent ("" if none). */
   static std::string_view server_name(SSL* ssl) noexcept;
 

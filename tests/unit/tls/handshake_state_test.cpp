@@ -179,3 +179,32 @@ TEST_CASE("tls: after the handshake the client's extra certificates and the tick
     CHECK(tls_pair::carry(again.client.get(), again.server.get(), "GET") == "GET");
   }
 }
+
+TEST_CASE("tls: an identity stands after the handshake only if it verified or resumed it") {
+  const pki p;
+  auto someone = std::make_shared<const cbagate::identity::client_identity>();
+  // A connection that verified no certificate and resumed nothing (a session named in the
+  // ClientHello and then declined by OpenSSL ends the same way): the restored identity goes.
+  contexts ctx(p, TLS1_3_VERSION);
+  ssl_ptr bare(SSL_new(ctx.server.get()));
+  std::shared_ptr<const cbagate::identity::client_identity> slot = someone;
+  cbagate::tls::server_context::settle_identity(bare.get(), slot);
+  CHECK(slot == nullptr);
+  // A full handshake where the client presented its certificate: the verified identity stays.
+  tls_pair full(ctx);
+  REQUIRE(full.handshake());
+  slot = someone;
+  cbagate::tls::server_context::settle_identity(full.server.get(), slot);
+  CHECK(slot == someone);
+  // A resumed session: the identity restored with it stays.
+  CHECK(tls_pair::carry(full.server.get(), full.client.get(), "ticket") == "ticket");
+  SSL_SESSION* session = SSL_get1_session(full.client.get());
+  REQUIRE(session != nullptr);
+  tls_pair again(ctx, session);
+  REQUIRE(again.handshake());
+  REQUIRE(SSL_session_reused(again.server.get()) == 1);
+  slot = someone;
+  cbagate::tls::server_context::settle_identity(again.server.get(), slot);
+  CHECK(slot == someone);
+  SSL_SESSION_free(session);
+}
