@@ -16,9 +16,13 @@ namespace cbagate {
 // `state`. So `state` is declared before `ioc` (it outlives it), the acceptors after (they go
 // first), and the pool, whose sockets belong to `ioc`, is dropped before `ioc` is destroyed
 // (the integration test of a drain that cuts a held Ping crashed on exit with the old order).
+// Every operation on the sockets and timers of `ioc` starts on its own thread (other threads
+// post to it: the drain, the directory and Kerberos workers, the revocation fetcher), so the
+// reactor needs no lock per I/O operation (Asio's UNSAFE_IO hint: its scheduler and
+// registrations still lock, posting from another thread stays safe).
 struct io_thread {
   http::worker state;
-  boost::asio::io_context ioc{1};
+  boost::asio::io_context ioc{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
   std::vector<std::unique_ptr<boost::asio::ip::tcp::acceptor>> acceptors;  // listener.cpp
   ~io_thread() { state.pool.reset(); }
   io_thread() = default;

@@ -28,6 +28,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "http/read_wait.hpp"
+
 namespace cbagate::http {
 
 namespace detail {
@@ -118,7 +120,7 @@ class tls_stream {
     // the read buffer is still released whenever it is empty.
     SSL_set_read_ahead(ssl, 1);
     BIO* bio = BIO_new(bio_method());
-    BIO_set_data(bio, &s_->sock);
+    BIO_set_data(bio, s_.get());
     BIO_set_init(bio, 1);
     SSL_set_bio(ssl, bio, bio);
     boost::system::error_code ec;
@@ -256,9 +258,23 @@ class tls_stream {
     bool waiting = false;
     bool fatal = false;      // an SSL error happened: no more SSL_shutdown
     bool long_wait = false;  // the deadline's watchdog operation may wait for minutes
+    // The BIO's last recv may have left bytes in the socket (it filled OpenSSL's buffer); a
+    // read wait then looks before it waits (read_wait.hpp).
+    bool maybe_pending = true;
+#if CBAGATE_HAS_READ_WAIT
+    detail::ad::epoll_reactor* reactor;
+#endif
 
     state(boost::asio::ip::tcp::socket s, SSL* ssl_)
-        : sock(std::move(s)), timer(sock.get_executor()), ssl(ssl_) {}
+        : sock(std::move(s)),
+          timer(sock.get_executor()),
+          ssl(ssl_)
+#if CBAGATE_HAS_READ_WAIT
+          ,
+          reactor(&detail::reactor_of(sock))
+#endif
+    {
+    }
     state(const state&) = delete;
     state& operator=(const state&) = delete;
     ~state() {
@@ -351,8 +367,7 @@ class tls_stream {
         at = phase::waiting;
         s->waiting = true;
         arm(s);
-        s->sock.async_wait(net::socket_base::wait_read, std::move(self));
-        return;
+        return wait_readable(*s, std::move(self));
       }
       if (ERR_peek_error() != 0) ERR_clear_error();  // SSL_get_error needs an empty queue
       errno = 0;
@@ -364,13 +379,20 @@ class tls_stream {
         at = phase::waiting;
         s->waiting = true;
         arm(s);
-        auto& sock = s->sock;
-        sock.async_wait(e == SSL_ERROR_WANT_READ ? net::socket_base::wait_read
-                                                 : net::socket_base::wait_write,
-                        std::move(self));
+        if (e == SSL_ERROR_WANT_READ) return wait_readable(*s, std::move(self));
+        s->sock.async_wait(net::socket_base::wait_write, std::move(self));
         return;
       }
       return finish(self, error_for(*s, e, r), 0);
+    }
+
+    template <class Self>
+    static void wait_readable(state& st, Self&& self) {
+#if CBAGATE_HAS_READ_WAIT
+      detail::async_read_wait(st.sock, *st.reactor, st.maybe_pending, std::move(self));
+#else
+      st.sock.async_wait(boost::asio::socket_base::wait_read, std::move(self));
+#endif
     }
 
     template <class Self>
@@ -404,19 +426,23 @@ class tls_stream {
   // touches a socket that was closed (drain, timeout): its descriptor number may be reused.
   static int bio_read(BIO* b, char* out, int len) {
     BIO_clear_retry_flags(b);
-    auto* sock = static_cast<boost::asio::ip::tcp::socket*>(BIO_get_data(b));
+    auto* st = static_cast<state*>(BIO_get_data(b));
+    auto* sock = &st->sock;
     if (!sock->is_open()) {
       errno = EBADF;
       return -1;
     }
     const ssize_t n = ::recv(sock->native_handle(), out, static_cast<std::size_t>(len), 0);
+    // A recv that filled the buffer may have left bytes behind; a shorter one, an end of
+    // stream or EAGAIN drained the socket. EINTR decides nothing: look again.
+    st->maybe_pending = n == len || (n < 0 && errno == EINTR);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       BIO_set_retry_read(b);
     return static_cast<int>(n);
   }
   static int bio_write(BIO* b, const char* in, int len) {
     BIO_clear_retry_flags(b);
-    auto* sock = static_cast<boost::asio::ip::tcp::socket*>(BIO_get_data(b));
+    auto* sock = &static_cast<state*>(BIO_get_data(b))->sock;
     if (!sock->is_open()) {
       errno = EBADF;
       return -1;

@@ -1,0 +1,169 @@
+#pragma once
+// A read-readiness wait on a TCP socket without a system call per wait (issue 14).
+//
+// basic_socket::async_wait takes Asio's non-speculative path: each wait re-arms the descriptor
+// with epoll_ctl(EPOLL_CTL_MOD), one system call per keep-alive request and per handshake
+// round trip, because Asio cannot know whether an earlier readiness event was consumed while
+// nobody waited. The stream knows more: OpenSSL reads the socket itself (tls_stream's BIO),
+// and the BIO records whether its last recv drained the socket. This wait is a reactor
+// operation that takes the speculative path instead:
+//  - the socket was not drained (the last recv filled OpenSSL's buffer): one peek decides;
+//  - an event came since the last completed wait (Asio's per-descriptor "try speculative"
+//    flag): Asio calls perform() at once, which peeks;
+//  - otherwise the operation is queued on the descriptor, already registered for EPOLLIN in
+//    edge-triggered mode: nothing arrived since the socket was drained and no event was
+//    missed, so the next arrival's event completes it. No system call.
+// On an event, perform() reports "done and exhausted" without a call: Asio then knows the
+// descriptor has no news until its next event. A wake-up for bytes somebody else has read
+// meanwhile only costs a spurious wait (the next OpenSSL call says WANT_READ again).
+//
+// It reaches into Asio's reactor (boost/asio/detail), so it is compiled only for the Asio this
+// project builds with (Debian 12: Boost 1.81, epoll); elsewhere the wait is async_wait.
+#include <cerrno>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+#include <sys/socket.h>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/version.hpp>
+
+#if BOOST_VERSION == 108100 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+#define CBAGATE_HAS_READ_WAIT 1
+#include <boost/asio/detail/bind_handler.hpp>
+#include <boost/asio/detail/epoll_reactor.hpp>
+#include <boost/asio/detail/fenced_block.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_cont_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#include <boost/asio/execution/context.hpp>
+#include <boost/asio/query.hpp>
+#else
+#define CBAGATE_HAS_READ_WAIT 0
+#endif
+
+namespace cbagate::http::detail {
+
+#if CBAGATE_HAS_READ_WAIT
+
+namespace ad = boost::asio::detail;
+static_assert(std::is_same_v<ad::reactor, ad::epoll_reactor>);
+
+// The socket's reactor registration. basic_socket keeps it in a protected member; a pointer to
+// that member formed in a derived class may be applied to any socket ([class.protected]).
+struct socket_registration : boost::asio::ip::tcp::socket {
+  static auto& of(boost::asio::ip::tcp::socket& s) {
+    return (s.*(&socket_registration::impl_)).get_implementation();
+  }
+};
+
+/** The reactor of the io_context `s` belongs to (look it up once per stream). */
+inline ad::epoll_reactor& reactor_of(boost::asio::ip::tcp::socket& s) {
+  return boost::asio::use_service<ad::epoll_reactor>(
+      boost::asio::query(s.get_executor(), boost::asio::execution::context));
+}
+
+template <class Handler, class IoExecutor>
+class read_wait_op : public ad::reactor_op {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(read_wait_op);
+
+  read_wait_op(int fd, Handler& handler, const IoExecutor& io_ex)
+      : ad::reactor_op(boost::system::error_code(), &read_wait_op::do_perform,
+                       &read_wait_op::do_complete),
+        fd_(fd),
+        handler_(std::move(handler)),
+        work_(handler_, io_ex) {}
+
+  bool initiating = true;  // perform() called from start_op (speculatively), not on an event
+
+  /** One peek: whether bytes, an end of stream or an error are there to be read. */
+  static bool ready_now(int fd) noexcept {
+    char byte = 0;
+    const ssize_t n = ::recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+  }
+
+  static status do_perform(ad::reactor_op* base) {
+    auto* o = static_cast<read_wait_op*>(base);
+    if (!o->initiating) return done_and_exhausted;  // readiness event: EPOLLIN, ERR or HUP
+    return ready_now(o->fd_) ? done : not_done;
+  }
+
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&,
+                          std::size_t) {
+    // As Asio's reactive_wait_op: the handler is moved out and the memory freed before the
+    // upcall.
+    auto* o = static_cast<read_wait_op*>(base);
+    ptr p = {std::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, IoExecutor> w(std::move(o->work_));
+    ad::binder1<Handler, boost::system::error_code> handler(o->handler_, o->ec_);
+    p.h = std::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    }
+  }
+
+ private:
+  int fd_;
+  Handler handler_;
+  ad::handler_work<Handler, IoExecutor> work_;
+};
+
+// Per-operation cancellation (a wait under awaitable operators ||), as Asio's own ops do it.
+class read_wait_cancellation {
+ public:
+  read_wait_cancellation(ad::epoll_reactor* r, ad::epoll_reactor::per_descriptor_data* d, int fd)
+      : reactor_(r), data_(d), fd_(fd) {}
+  void operator()(boost::asio::cancellation_type_t type) {
+    using ct = boost::asio::cancellation_type;
+    if (!!(type & (ct::terminal | ct::partial | ct::total)))
+      reactor_->cancel_ops_by_key(fd_, *data_, ad::epoll_reactor::read_op, this);
+  }
+
+ private:
+  ad::epoll_reactor* reactor_;
+  ad::epoll_reactor::per_descriptor_data* data_;
+  int fd_;
+};
+
+/**
+ * Completes `handler(error_code)` when `sock` can be read (bytes, end of stream or an error),
+ * or with operation_aborted when the socket is cancelled or closed. `maybe_pending`: the last
+ * read of the socket may have left bytes in it (it filled its buffer).
+ */
+template <class Handler>
+void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reactor,
+                     bool maybe_pending, Handler&& handler) {
+  using handler_type = std::decay_t<Handler>;
+  using op = read_wait_op<handler_type, boost::asio::any_io_executor>;
+  auto& impl = socket_registration::of(sock);
+  const bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
+  auto slot = boost::asio::get_associated_cancellation_slot(handler);
+  typename op::ptr p = {std::addressof(handler), op::ptr::allocate(handler), nullptr};
+  p.p = new (p.v) op(impl.socket_, handler, sock.get_executor());
+  op* const o = p.p;
+  p.v = p.p = nullptr;
+  if (maybe_pending && op::ready_now(impl.socket_)) {
+    reactor.post_immediate_completion(o, is_continuation);
+    return;
+  }
+  if (slot.is_connected())
+    o->cancellation_key_ =
+        &slot.template emplace<read_wait_cancellation>(&reactor, &impl.reactor_data_, impl.socket_);
+  // The io_context runs on one thread, so the operation is still ours after start_op (queued,
+  // or posted for completion): only the event-driven calls of perform() come later.
+  reactor.start_op(ad::epoll_reactor::read_op, impl.socket_, impl.reactor_data_, o, is_continuation,
+                   /*allow_speculative=*/true);
+  o->initiating = false;
+}
+
+#endif  // CBAGATE_HAS_READ_WAIT
+
+}  // namespace cbagate::http::detail

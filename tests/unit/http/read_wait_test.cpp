@@ -1,0 +1,153 @@
+// The read-readiness wait of http/read_wait.hpp, on a real loopback TCP pair and a
+// single-threaded io_context driven with poll(): poll() runs what is ready now and never
+// blocks, so every check is about readiness, not time.
+#include "http/read_wait.hpp"
+
+#include <sys/socket.h>
+
+#include <optional>
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+#include <doctest/doctest.h>
+
+#if CBAGATE_HAS_READ_WAIT
+
+namespace {
+
+namespace net = boost::asio;
+using net::ip::tcp;
+using cbagate::http::detail::async_read_wait;
+using cbagate::http::detail::reactor_of;
+
+struct pair_fixture {
+  net::io_context ioc{1};
+  tcp::socket server{ioc};  // the waited-on side, as a client connection in the proxy
+  tcp::socket client{ioc};
+  std::optional<boost::system::error_code> result;
+
+  pair_fixture() {
+    tcp::acceptor acc(ioc, tcp::endpoint(net::ip::address_v4::loopback(), 0));
+    client.connect(acc.local_endpoint());
+    acc.accept(server);
+    server.non_blocking(true);
+  }
+  void wait(bool maybe_pending) {
+    result.reset();
+    async_read_wait(server, reactor_of(server), maybe_pending,
+                    [this](boost::system::error_code ec) { result = ec; });
+  }
+  void send(const char* bytes, std::size_t n) { net::write(client, net::buffer(bytes, n)); }
+  // Runs what is ready, a bounded number of times (each poll() harvests readiness once).
+  void settle() {
+    for (int i = 0; i < 4; ++i) ioc.poll();
+    ioc.restart();
+  }
+  std::size_t drain() {
+    char buf[64];
+    const ssize_t n = ::recv(server.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
+  }
+};
+
+TEST_CASE("read_wait: queued on an empty socket, completed by the next arrival") {
+  pair_fixture f;
+  f.wait(false);
+  f.settle();
+  CHECK_FALSE(f.result);  // nothing there: the wait is pending
+  f.send("x", 1);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  CHECK(f.drain() == 1);
+}
+
+TEST_CASE("read_wait: bytes that came while nobody waited complete the next wait at once") {
+  pair_fixture f;
+  // A first wait and its event, so that the descriptor is registered and exhausted.
+  f.wait(false);
+  f.send("a", 1);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK(f.drain() == 1);
+  // Now bytes arrive and their event is harvested while no wait is pending (as while the
+  // proxy talks to the backend): the next wait must not sleep on an edge already consumed.
+  f.send("b", 1);
+  f.settle();
+  f.wait(false);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  CHECK(f.drain() == 1);
+}
+
+TEST_CASE("read_wait: bytes left behind by a full read are seen only when the reader says so") {
+  pair_fixture f;
+  f.wait(false);
+  f.send("ab", 2);
+  f.settle();
+  REQUIRE(f.result);
+  // The reader took one byte of two (its buffer was full): the socket still holds one, and no
+  // new event will come for it. A wait told so looks first and completes.
+  char one = 0;
+  REQUIRE(::recv(f.server.native_handle(), &one, 1, MSG_DONTWAIT) == 1);
+  f.wait(true);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  CHECK(f.drain() == 1);
+}
+
+TEST_CASE("read_wait: an end of stream completes the wait") {
+  pair_fixture f;
+  f.wait(false);
+  f.settle();
+  CHECK_FALSE(f.result);
+  f.client.shutdown(tcp::socket::shutdown_send);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);  // readable: the reader's recv returns 0
+  char byte = 0;
+  CHECK(::recv(f.server.native_handle(), &byte, 1, MSG_DONTWAIT) == 0);
+}
+
+TEST_CASE("read_wait: cancel and close abort a pending wait") {
+  pair_fixture f;
+  f.wait(false);
+  f.settle();
+  REQUIRE_FALSE(f.result);
+  f.server.cancel();
+  f.settle();
+  REQUIRE(f.result);
+  CHECK(*f.result == net::error::operation_aborted);
+
+  f.wait(false);
+  f.settle();
+  REQUIRE_FALSE(f.result);
+  f.server.close();
+  f.settle();
+  REQUIRE(f.result);
+  CHECK(*f.result == net::error::operation_aborted);
+}
+
+TEST_CASE("read_wait: a cancellation slot aborts the wait (awaitable operators ||)") {
+  pair_fixture f;
+  net::cancellation_signal signal;
+  async_read_wait(f.server, reactor_of(f.server), false,
+                  net::bind_cancellation_slot(signal.slot(), [&f](boost::system::error_code ec) {
+                    f.result = ec;
+                  }));
+  f.settle();
+  REQUIRE_FALSE(f.result);
+  signal.emit(net::cancellation_type::terminal);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK(*f.result == net::error::operation_aborted);
+}
+
+}  // namespace
+
+#endif  // CBAGATE_HAS_READ_WAIT
