@@ -187,18 +187,29 @@ bool take_whole_body(exchange<Up>& x, char* out, std::size_t size) {
   return true;
 }
 
+// Bytes to the backend under the body_idle deadline: the write operation itself, awaited by the
+// caller (no coroutine frame of its own on the keep-alive path).
+template <class Up>
+auto write_upstream(exchange<Up>& x, net::const_buffer bytes) {
+  x.utcp.expires_after(x.body_idle);
+  return net::async_write(x.up, bytes, use_tuple);
+}
+
+// A write to the backend failed: the client is answered 502 upstream_reset. Always false.
+template <class Up>
+net::awaitable<bool> upstream_write_failed(exchange<Up>& x) {
+  x.rec.error = "upstream_write_failed";
+  co_await send_local(x.c, x.rec, reply::upstream_reset, 0, false);
+  co_return false;
+}
+
 // A whole request (header and any body) in one write to the backend. False when it failed (the
 // client is answered 502 upstream_reset).
 template <class Up>
 net::awaitable<bool> send_whole(exchange<Up>& x, net::const_buffer bytes) {
-  x.utcp.expires_after(x.body_idle);
-  auto [ec, w] = co_await net::async_write(x.up, bytes, use_tuple);
+  auto [ec, w] = co_await write_upstream(x, bytes);
   (void)w;
-  if (ec) {
-    x.rec.error = "upstream_write_failed";
-    co_await send_local(x.c, x.rec, reply::upstream_reset, 0, false);
-    co_return false;
-  }
+  if (ec) co_return co_await upstream_write_failed(x);
   co_return true;
 }
 
@@ -237,7 +248,9 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
       co_await send_local(c, rec, reply::bad_request, 0, false);
       co_return false;
     }
-    if (!co_await send_whole(x, net::buffer(head.get(), n + body))) co_return false;
+    auto [ec, w] = co_await write_upstream(x, net::buffer(head.get(), n + body));
+    (void)w;
+    if (ec) co_return co_await upstream_write_failed(x);
     if (x.keep != nullptr) *x.keep = sent_request{std::move(head), n, body};
     co_return true;
   }
@@ -250,11 +263,7 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
   {
     auto [ec, n] = co_await bhttp::async_write_header(x.up, sr, use_tuple);
     (void)n;
-    if (ec) {
-      rec.error = "upstream_write_failed";
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return false;
-    }
+    if (ec) co_return co_await upstream_write_failed(x);
   }
 
   x.chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);  // not zeroed: 16 KiB memset
@@ -284,20 +293,12 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
     x.utcp.expires_after(x.body_idle);
     const error_code wec =
         co_await write_piece(x.up, sr, req.body(), x.chunk.get(), got, !req_p.is_done());
-    if (wec) {
-      rec.error = "upstream_write_failed";
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return false;
-    }
+    if (wec) co_return co_await upstream_write_failed(x);
   }
   if (!sr.is_done()) {
     x.utcp.expires_after(x.body_idle);
     const error_code wec = co_await write_piece(x.up, sr, req.body(), nullptr, 0, false);
-    if (wec) {
-      rec.error = "upstream_write_failed";
-      co_await send_local(c, rec, reply::upstream_reset, 0, false);
-      co_return false;
-    }
+    if (wec) co_return co_await upstream_write_failed(x);
   }
   co_return true;
 }

@@ -138,6 +138,7 @@ struct request {
   // kerberos_session, it goes without one on a connection the backend keeps authenticated.
   std::string negotiate;
   bool kerberos_session = false;
+  bool delegate_pending = false;  // a new backend connection or a Kerberos token: delegate_rest
 
   auto& msg() { return parser.get(); }
   unsigned version() { return parser.get().version(); }
@@ -677,25 +678,17 @@ net::awaitable<verdict> acquire_backend(connection& c, request& rq, std::string 
   co_return std::nullopt;
 }
 
-// The upstream request, then the backend connection it goes on (pooled or new, with failover
-// between servers), then in Kerberos mode the token for that connection.
-net::awaitable<verdict> delegate(connection& c, request& rq) {
-  if (verdict v = rewrite_for_upstream(c, rq)) co_return v;
+// In Kerberos mode backend connections are bound to the user (IIS may keep a connection
+// authenticated): a connection made for one user is never handed to another.
+bool kerberos_mode(const connection& c, const request& rq) {
+  return c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
+}
+
+// The backend connection the request goes on is known: the access record, connection-bound
+// authentication, and in Kerberos mode whether a token must be made (rq.delegate_pending).
+void on_backend(connection& c, request& rq) {
   auto& rec = rq.rec;
   upstream::pool& pool = *c.pool;
-  c.tcp().expires_never();
-  // In Kerberos mode backend connections are bound to the user (IIS may keep a connection
-  // authenticated): a connection made for one user is never handed to another.
-  const bool kerberos =
-      c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
-  // A backend connection private to this client serves its later requests that forward no
-  // certificate identity (the NTLM legs and what follows them); no other client ever gets it.
-  if (!rq.decision.forward_identity) rq.lease.conn = c.pinned.take(pool);
-  if (rq.lease.conn) {
-    rq.lease.reused = true;
-  } else if (verdict v = co_await acquire_backend(c, rq, pool_key(rq, kerberos))) {
-    co_return v;
-  }
   if (!rq.lease.reused) rec.upstream_connect_us = micros(rq.lease.connect_time);
   rec.upstream = pool.server(rq.lease.conn->server).url;
   rq.lease.conn->requests++;
@@ -707,12 +700,45 @@ net::awaitable<verdict> delegate(connection& c, request& rq) {
     rec.upstream_conn = "private";
     c.rt.metrics->upstream_pinned_requests.inc();
   }
-  if (!kerberos) co_return std::nullopt;
+  if (!kerberos_mode(c, rq)) return;
   if (on_kerberos_session(c, rq)) {
     rq.kerberos_session = true;
     rec.extra.emplace_back("krb_cache", "session");
     c.rt.metrics->kerberos_session_requests.inc();
-    co_return std::nullopt;
+    return;
+  }
+  rq.delegate_pending = true;  // a token for this connection (delegate_rest)
+}
+
+// The upstream request, then the backend connection it goes on: without suspending when this
+// client's private connection or an idle pooled one serves (the keep-alive path: no coroutine
+// frame). What must wait (a new connection, with failover between servers; a Kerberos token)
+// is left to delegate_rest, flagged by rq.delegate_pending.
+verdict delegate(connection& c, request& rq) {
+  if (verdict v = rewrite_for_upstream(c, rq)) return v;
+  upstream::pool& pool = *c.pool;
+  c.tcp().expires_never();
+  // A backend connection private to this client serves its later requests that forward no
+  // certificate identity (the NTLM legs and what follows them); no other client ever gets it.
+  if (!rq.decision.forward_identity) rq.lease.conn = c.pinned.take(pool);
+  if (!rq.lease.conn) rq.lease.conn = pool.take_idle(pool_key(rq, kerberos_mode(c, rq)));
+  if (!rq.lease.conn) {
+    rq.delegate_pending = true;  // a new connection (delegate_rest)
+    return std::nullopt;
+  }
+  rq.lease.reused = true;
+  on_backend(c, rq);
+  return std::nullopt;
+}
+
+// What delegate left to wait for: a new backend connection, then (Kerberos mode) the token.
+net::awaitable<verdict> delegate_rest(connection& c, request& rq) {
+  rq.delegate_pending = false;
+  if (!rq.lease.conn) {
+    if (verdict v = co_await acquire_backend(c, rq, pool_key(rq, kerberos_mode(c, rq)))) co_return v;
+    on_backend(c, rq);
+    if (!rq.delegate_pending) co_return std::nullopt;
+    rq.delegate_pending = false;
   }
   if (verdict v = co_await kerberos_token(c, rq)) co_return v;
   rq.msg().set(bhttp::field::authorization, rq.negotiate);
@@ -804,7 +830,8 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   if (!v && rq.revocation_pending) v = co_await await_revocation(c, rq);
   if (!v) map(rq);
   if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
-  if (!v) v = co_await delegate(c, rq);
+  if (!v) v = delegate(c, rq);
+  if (!v && rq.delegate_pending) v = co_await delegate_rest(c, rq);
   if (v) co_return co_await refuse(c, rq, *v);
   // relay (relay.cpp): the backend connection goes back to the pool only after a clean exchange.
   outcome out;
@@ -821,8 +848,7 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   // A response that offers or completes NTLM/Negotiate, or says Persistent-Auth, binds the
   // connection too, unless the token on it is cbagate's own (Kerberos mode: keyed per user).
   upstream::connection& uc = *rq.lease.conn;
-  const bool own_token =
-      c.rt.cfg->identity.mode == config::identity_mode::kerberos && rq.decision.forward_identity;
+  const bool own_token = kerberos_mode(c, rq);
   if (own_token) note_kerberos_session(c, rq, out);
   if (out.upstream_bound && !own_token && !uc.pinned) {
     upstream::make_private(uc, &c.rt.metrics->upstream_private_open);

@@ -178,8 +178,7 @@ net::awaitable<error_code> pool::connect_one(std::size_t index, connection& out,
   co_return error_code{};
 }
 
-net::awaitable<lease> pool::acquire(std::string key) {
-  lease result;
+std::unique_ptr<connection> pool::take_idle(const std::string& key) {
   // Newest idle first: it is the least likely to have been closed by the backend.
   while (!idle_.empty()) {
     std::unique_ptr<connection> c;
@@ -194,11 +193,17 @@ net::awaitable<lease> pool::acquire(std::string key) {
     // An idle connection to a server taken out of the rotation is not reused (health.hpp).
     const bool in_rotation = !health_ || health_->usable(c->server) || !health_->any_usable();
     if (in_rotation && clock::now() - c->idle_since < cfg_->upstream.idle_timeout &&
-        looks_alive(c->tcp())) {
-      result.conn = std::move(c);
-      result.reused = true;
-      co_return result;
-    }
+        looks_alive(c->tcp()))
+      return c;
+  }
+  return nullptr;
+}
+
+net::awaitable<lease> pool::acquire(std::string key) {
+  lease result;
+  if ((result.conn = take_idle(key))) {
+    result.reused = true;
+    co_return result;
   }
 
   const std::size_t n = cfg_->upstream.servers.size();

@@ -123,6 +123,11 @@ class pool {
    */
   net::awaitable<lease> acquire(std::string key);
 
+  /** The idle connection for `key` that acquire() would reuse, without suspending (the
+   *  keep-alive fast path: no coroutine frame); null when a new connection is needed. Idle
+   *  ones found dead or out of rotation on the way are closed, as acquire() does. */
+  std::unique_ptr<connection> take_idle(const std::string& key);
+
   /** Gives a connection back after a clean exchange; it is kept idle if the pool has room.
    *  A pinned (private) connection is never kept: it is closed here. */
   void release(std::unique_ptr<connection> conn);
