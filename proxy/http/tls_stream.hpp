@@ -258,6 +258,7 @@ class tls_stream {
     bool waiting = false;
     bool fatal = false;      // an SSL error happened: no more SSL_shutdown
     bool long_wait = false;  // the deadline's watchdog operation may wait for minutes
+    bool armed_exact = false;  // the pending watchdog operation was allocated exactly
     // The BIO's last recv may have left bytes in the socket (it filled OpenSSL's buffer); a
     // read wait then looks before it waits (read_wait.hpp).
     bool maybe_pending = true;
@@ -292,10 +293,16 @@ class tls_stream {
   }
 
   // The deadline watchdog: armed while an operation waits for readiness and the deadline is
-  // set; it stays armed for the same deadline across operations (no churn per operation).
+  // set. A watchdog already armed for no later than the deadline stays (nginx's lazy timers):
+  // when it fires before the deadline it arms itself again for it, so a keep-alive connection
+  // whose idle deadline moves on with every request costs one timer operation per idle period,
+  // not a cancel and a new wait per request. Only an earlier deadline re-arms at once, and a
+  // parked connection's watchdog is one allocated exactly (exact_allocator).
   static void arm(const std::shared_ptr<state>& s) {
-    if (s->deadline == steady::time_point::max() || s->armed_for == s->deadline) return;
+    if (s->deadline == steady::time_point::max()) return;
+    if (s->armed_for <= s->deadline && (s->armed_exact || !s->long_wait)) return;
     s->armed_for = s->deadline;
+    s->armed_exact = s->long_wait;
     s->timer.expires_at(s->deadline);
     auto on_expiry = [w = std::weak_ptr<state>(s)](boost::system::error_code ec) {
       if (ec) return;
