@@ -213,6 +213,9 @@ net::awaitable<bool> send_whole(exchange<Up>& x, net::const_buffer bytes) {
   co_return true;
 }
 
+template <class Up>
+net::awaitable<bool> send_streaming(exchange<Up>& x);
+
 // Step 1: 100 Continue when asked, the request header, then body chunks as they come. False
 // when the exchange ended here (recorded in rec, answered when the client can be told).
 template <class Up>
@@ -255,6 +258,18 @@ net::awaitable<bool> send_request(exchange<Up>& x) {
     co_return true;
   }
 
+  co_return co_await send_streaming(x);
+}
+
+// Step 1, a body still on its way (large, chunked, or after 100 Continue): the header, then body
+// chunks as they come. Its own coroutine: the serializer and the relay loop stay out of the
+// frame of every small request (Asio caches frames of at most 1020 bytes).
+template <class Up>
+net::awaitable<bool> send_streaming(exchange<Up>& x) {
+  connection& c = x.c;
+  auto& req_p = x.req_p;
+  auto& req = req_p.get();
+  auto& rec = x.rec;
   bhttp::serializer<true, bhttp::buffer_body, flat_fields> sr{req};
   req.body().data = nullptr;
   req.body().size = 0;
@@ -498,6 +513,10 @@ net::awaitable<outcome> relay_counted(exchange<Up>& x, outcome out, bool client_
   co_return out;
 }
 
+template <class Up>
+net::awaitable<outcome> relay_chunked(exchange<Up>& x, outcome out, bool client_keep_alive,
+                                      bool upstream_keep_alive);
+
 // Step 3: the response, re-framed for the client, header then body pieces as they come.
 template <class Up>
 net::awaitable<outcome> relay_response(exchange<Up>& x) {
@@ -528,7 +547,20 @@ net::awaitable<outcome> relay_response(exchange<Up>& x) {
   res.keep_alive(client_keep_alive);
   if (res.has_content_length())
     co_return co_await relay_counted(x, out, client_keep_alive, upstream_keep_alive);
+  co_return co_await relay_chunked(x, out, client_keep_alive, upstream_keep_alive);
+}
 
+// Step 3 for a body without a length (chunked or close-delimited from the backend): re-framed
+// by Beast's serializer, chunked to an HTTP/1.1 client. Its own coroutine, so that the
+// serializer is not in the frame of every counted response (Asio caches frames of at most
+// 1020 bytes).
+template <class Up>
+net::awaitable<outcome> relay_chunked(exchange<Up>& x, outcome out, bool client_keep_alive,
+                                      bool upstream_keep_alive) {
+  connection& c = x.c;
+  auto& rec = x.rec;
+  auto& res_p = *x.res_p;
+  auto& res = res_p.get();
   bhttp::serializer<false, bhttp::buffer_body, flat_fields> rs{res};
   res.body().data = nullptr;
   res.body().size = 0;
@@ -649,7 +681,11 @@ net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection
                                      const sent_request* again, std::string_view authorization) {
   const auto body_idle =
       plan.body_idle.count() > 0 ? plan.body_idle : ms(c.rt.cfg->timeouts.body_idle);
-  exchange<Up> x{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}, keep};
+  // Outside the frame, as serve_request's request (session.cpp): the frame stays small enough
+  // for Asio's per-thread block cache.
+  const std::unique_ptr<exchange<Up>> owned(
+      new exchange<Up>{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}, keep});
+  exchange<Up>& x = *owned;
   if (again != nullptr) {
     if (!co_await send_again(x, *again, authorization)) co_return outcome{};
   } else if (!co_await send_request(x)) {
