@@ -67,13 +67,16 @@ net::awaitable<void> watch_client(connection& c) {
   co_await forever.async_wait(use_tuple);
 }
 
-// The lean watch of a held request: shared with the readiness handler, which may run after the
-// exchange has moved on (then `live` is false and it does nothing).
+// The lean watch of a held request: shared with the readiness handlers, which may run after the
+// exchange has moved on (then `live` is false and they do nothing). `deadline` is the response
+// timeout of a plain backend's readiness wait (receive_response_header).
 struct client_watch {
-  explicit client_watch(beast::tcp_stream* up) : upstream(up) {}
+  client_watch(beast::tcp_stream* up, const net::any_io_executor& ex) : upstream(up), deadline(ex) {}
   beast::tcp_stream* upstream;
+  net::steady_timer deadline;
   bool live = true;
-  bool fired = false;
+  bool fired = false;      // the client showed a sign of life: the backend wait was cancelled
+  bool timed_out = false;  // the response timeout passed: the backend wait was cancelled
 };
 
 // True when a whole response header is already at hand for a plain backend connection: in
@@ -335,31 +338,28 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
     res_p.header_limit(static_cast<std::uint32_t>(c.rt.cfg->limits.max_response_header_bytes));
     res_p.body_limit(boost::none);
     if (x.plan.head) res_p.skip(true);
-    x.utcp.expires_after(x.plan.response_timeout);
+    const steady::time_point deadline = steady::now() + x.plan.response_timeout;
+    x.utcp.expires_at(deadline);
     error_code ec;
-    if (response_header_ready(x.up, x.ubuf)) {
-      // The backend has answered already (a quick request): nothing to watch for, and no
-      // readiness wait to register on the client socket (an epoll_ctl per request). The whole
-      // header is in ubuf: parsed here, without an asynchronous hop (the parser stops at the
-      // end of the header; the body stays in ubuf).
-      const std::size_t used = res_p.put(x.ubuf.data(), ec);
-      x.ubuf.consume(used);
-      if (ec == bhttp::error::need_more) ec = {};
-      if (!ec && !res_p.is_header_done()) {
-        std::size_t hn = 0;
-        std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
-      }
-    } else {
-      // A held request (an ActiveSync Ping, up to an hour) keeps only the upstream read and a
-      // readiness wait on the client socket, whose handler cancels that read when the client
-      // shows a sign of life. Only then (rare) do both sides get a coroutine each
+    bool at_hand = response_header_ready(x.up, x.ubuf);
+    if (!at_hand) {
+      // A held request (an ActiveSync Ping, up to an hour) keeps only a wait on the backend and
+      // a readiness wait on the client socket, whose handler cancels the backend wait when the
+      // client shows a sign of life. Only then (rare) do both sides get a coroutine each
       // (watch_client), which tells a client gone from a pipelined request.
       // Both waits may last an hour: their operations get exactly their size (exact_allocator,
       // tls_stream.hpp), not a larger block from Asio's per-thread cache (issue 14).
       // Nor a header container for a response that may be an hour away: the spare goes back
       // to the thread, the parser grows its own when the response comes.
+      // On a plain backend the wait is for readiness only, under a timer of the watch's own:
+      // Beast's read (its composed operation, its timer's operation and the 512-byte buffer it
+      // prepares) would otherwise stay allocated for the whole hold, about 1.3 KB per held
+      // Ping (issue 14, heaptrack). Once the backend has spoken, a whole header is read and
+      // parsed as a quick answer's is (no asynchronous hop, no Beast timer); only a partial one
+      // is left to Beast's read, under the same deadline and still watched. A TLS backend's
+      // bytes go through OpenSSL, which may hold some already: it is read as before.
       c.w.give_fields(res_p.release_fields());
-      auto watch = std::make_shared<client_watch>(&x.utcp);
+      auto watch = std::make_shared<client_watch>(&x.utcp, x.utcp.get_executor());
       c.tcp().expires_never();
       c.tcp().socket().async_wait(
           net::socket_base::wait_read,
@@ -369,8 +369,28 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
             watch->upstream->cancel();
           }));
       std::size_t hn = 0;
-      std::tie(ec, hn) = co_await bhttp::async_read_header(
-          x.up, x.ubuf, res_p, net::bind_allocator(exact_allocator<void>(), use_tuple));
+      if constexpr (std::is_same_v<Up, beast::tcp_stream>) {
+        watch->deadline.expires_at(deadline);
+        watch->deadline.async_wait(
+            net::bind_allocator(exact_allocator<void>(), [watch](const error_code& tec) {
+              if (tec || !watch->live) return;
+              watch->timed_out = true;
+              watch->upstream->cancel();
+            }));
+        std::tie(ec) = co_await x.up.socket().async_wait(
+            net::socket_base::wait_read, net::bind_allocator(exact_allocator<void>(), use_tuple));
+        watch->deadline.cancel();
+        if (watch->timed_out) {
+          x.up.close();  // as Beast's own timeout does
+          ec = beast::error::timeout;
+        }
+        if (!ec) at_hand = response_header_ready(x.up, x.ubuf);
+        if (!ec && !at_hand)
+          std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
+      } else {
+        std::tie(ec, hn) = co_await bhttp::async_read_header(
+            x.up, x.ubuf, res_p, net::bind_allocator(exact_allocator<void>(), use_tuple));
+      }
       watch->live = false;
       if (!watch->fired) {
         error_code ignored;
@@ -383,6 +403,20 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
           co_return false;
         }
         ec = std::get<0>(r);
+      }
+    }
+    if (at_hand && !ec) {
+      // The backend has answered already (a quick request, or a held one that just got its
+      // answer): with a quick request nothing is watched, and no readiness wait is registered
+      // on the client socket (an epoll_ctl per request). The whole header is in ubuf: parsed
+      // here, without an asynchronous hop (the parser stops at the end of the header; the body
+      // stays in ubuf).
+      const std::size_t used = res_p.put(x.ubuf.data(), ec);
+      x.ubuf.consume(used);
+      if (ec == bhttp::error::need_more) ec = {};
+      if (!ec && !res_p.is_header_done()) {
+        std::size_t hn = 0;
+        std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
       }
     }
     if (ec) {
