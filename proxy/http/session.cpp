@@ -309,8 +309,6 @@ verdict route(connection& c, request& rq) {
                                                                     : reply::bad_request};
   }
   rq.target = std::move(*target);
-  rec.path = rq.target->path;
-  rec.query = rq.target->query;
   rq.route = c.rt.routes.match(rq.target->path);
   if (!rq.route) {
     rec.error = "no_route";
@@ -794,7 +792,13 @@ bool finish(connection& c, request& rq, bool keep) {
   auto& rec = rq.rec;
   rec.total_us = micros(steady::now() - rq.t0);
   // Copied only now (a held request keeps no copy of the certificate's strings) and only for
-  // the access log (metrics do not read them).
+  // the access log (metrics do not read them). The path and query are the normalized target's
+  // own strings, moved: no copy per request (issue 14: two allocations per request, and about
+  // 130 bytes per held Ping).
+  if (rq.target && access_logging(c)) {
+    rec.path = std::move(rq.target->path);
+    rec.query = std::move(rq.target->query);
+  }
   if (c.id.presented && access_logging(c)) {
     rec.cert_subject = c.id.subject;
     rec.cert_serial = c.id.serial;
