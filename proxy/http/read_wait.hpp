@@ -5,9 +5,12 @@
 // with epoll_ctl(EPOLL_CTL_MOD), one system call per keep-alive request and per handshake
 // round trip, because Asio cannot know whether an earlier readiness event was consumed while
 // nobody waited. The stream knows more: OpenSSL reads the socket itself (tls_stream's BIO),
-// and the BIO records whether its last recv drained the socket. This wait is a reactor
-// operation that takes the speculative path instead:
-//  - the socket was not drained (the last recv filled OpenSSL's buffer): one peek decides;
+// and the BIO records whether its last recv drained the socket, which only EAGAIN proves (a
+// short read may leave the peer's end of stream or a reset that came with the data, and their
+// event was the data's). This wait is a reactor operation that takes the speculative path:
+//  - the socket may not be drained (the last recv returned bytes): one peek decides; so a
+//    keep-alive request costs a peek here instead of epoll_ctl, while the waits after EAGAIN
+//    (each round trip of a handshake, a body still coming) cost nothing;
 //  - an event came since the last completed wait (Asio's per-descriptor "try speculative"
 //    flag): Asio calls perform() at once, which peeks;
 //  - otherwise the operation is queued on the descriptor, already registered for EPOLLIN in
@@ -136,7 +139,8 @@ class read_wait_cancellation {
 /**
  * Completes `handler(error_code)` when `sock` can be read (bytes, end of stream or an error),
  * or with operation_aborted when the socket is cancelled or closed. `maybe_pending`: the last
- * read of the socket may have left bytes in it (it filled its buffer).
+ * read of the socket did not end in EAGAIN, so bytes, an end of stream or an error may be
+ * waiting without a readiness event to come.
  */
 template <class Handler>
 void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reactor,

@@ -259,8 +259,9 @@ class tls_stream {
     bool fatal = false;      // an SSL error happened: no more SSL_shutdown
     bool long_wait = false;  // the deadline's watchdog operation may wait for minutes
     bool armed_exact = false;  // the pending watchdog operation was allocated exactly
-    // The BIO's last recv may have left bytes in the socket (it filled OpenSSL's buffer); a
-    // read wait then looks before it waits (read_wait.hpp).
+    // The BIO's last recv did not end in EAGAIN: bytes, an end of stream or an error may be
+    // waiting with no readiness event to come, so a read wait looks before it waits
+    // (read_wait.hpp).
     bool maybe_pending = true;
 #if CBAGATE_HAS_READ_WAIT
     detail::ad::epoll_reactor* reactor;
@@ -440,9 +441,10 @@ class tls_stream {
       return -1;
     }
     const ssize_t n = ::recv(sock->native_handle(), out, static_cast<std::size_t>(len), 0);
-    // A recv that filled the buffer may have left bytes behind; a shorter one, an end of
-    // stream or EAGAIN drained the socket. EINTR decides nothing: look again.
-    st->maybe_pending = n == len || (n < 0 && errno == EINTR);
+    // Only EAGAIN says the socket is drained. A full read may have left bytes behind, and a
+    // short one an end of stream or a reset that came with the data: their readiness event was
+    // the data's, so no new one comes and the next read wait must look first (read_wait.hpp).
+    st->maybe_pending = n != 0 && !(n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
       BIO_set_retry_read(b);
     return static_cast<int>(n);

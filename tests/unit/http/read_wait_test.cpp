@@ -101,6 +101,29 @@ TEST_CASE("read_wait: bytes left behind by a full read are seen only when the re
   CHECK(f.drain() == 1);
 }
 
+TEST_CASE("read_wait: an end of stream that came with the last bytes is seen when the reader says so") {
+  pair_fixture f;
+  f.wait(false);
+  f.settle();
+  REQUIRE_FALSE(f.result);
+  // A client that sends its last request and closes at once: the bytes and the FIN make one
+  // readiness event, which this wait consumes.
+  f.send("ab", 2);
+  f.client.shutdown(tcp::socket::shutdown_send);
+  f.settle();
+  REQUIRE(f.result);
+  // The reader's short read takes the bytes; the end of stream stays, and no new event will
+  // come for it. Not waiting on it would keep a dead connection until its idle timeout.
+  char two[8];
+  REQUIRE(::recv(f.server.native_handle(), two, sizeof two, MSG_DONTWAIT) == 2);
+  f.wait(true);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  char byte = 0;
+  CHECK(::recv(f.server.native_handle(), &byte, 1, MSG_DONTWAIT) == 0);
+}
+
 TEST_CASE("read_wait: an end of stream completes the wait") {
   pair_fixture f;
   f.wait(false);
