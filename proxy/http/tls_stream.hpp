@@ -8,6 +8,8 @@
 // Deadlines work like beast::tcp_stream's: expires_after/expires_at/expires_never set the
 // deadline of the operations that follow; an operation still waiting when it passes completes
 // with beast::error::timeout and the socket is closed.
+#include "tls/server_context.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -155,7 +157,7 @@ class tls_stream {
 
   template <class Token>
   auto async_handshake(Token&& token) {
-    return async_io<false>([](SSL* ssl, std::size_t&) { return SSL_do_handshake(ssl); },
+    return async_io<false>([](SSL* ssl, std::size_t&) { return tls::server_context::handshake(ssl); },
                            std::forward<Token>(token));
   }
 

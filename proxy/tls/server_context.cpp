@@ -489,6 +489,8 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
 #pragma GCC diagnostic pop
   }
 
+  // The owner: for handshake() (its certificate memo) and the session and ticket callbacks.
+  SSL_CTX_set_ex_data(c, owner_index(), owner);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
   if (owner->keeps_sessions()) {
     // tls.session_cache: sessions stay in the process (session_cache.hpp); the device gets a
@@ -500,7 +502,6 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
     SSL_CTX_sess_set_new_cb(c, &callbacks::keep_session);
     SSL_CTX_sess_set_get_cb(c, &callbacks::find_session);
     SSL_CTX_sess_set_remove_cb(c, &callbacks::forget_session);
-    SSL_CTX_set_ex_data(c, owner_index(), owner);
   } else if (cfg.tls.session_tickets) {
     // Self-contained tickets (tls.ticket_keys, or tls.session_cache = 0): no server-side cache;
     // each ticket carries the identity.
@@ -508,7 +509,6 @@ ossl::ssl_ctx_ptr build_ctx(const config::snapshot& cfg, const std::string& cert
     SSL_CTX_set_timeout(c, static_cast<long>(cfg.tls.session_timeout.count()));
     SSL_CTX_set_session_ticket_cb(c, &callbacks::ticket_generate, &callbacks::ticket_decrypt,
                                   owner);
-    SSL_CTX_set_ex_data(c, owner_index(), owner);
     if (SSL_CTX_set_tlsext_ticket_key_evp_cb(c, &callbacks::seal_ticket) != 1) {
       error = "tls: cannot install the session-ticket key callback: " + openssl_reason();
       return nullptr;
@@ -633,6 +633,12 @@ SSL* server_context::new_connection(std::shared_ptr<const identity::client_ident
   if (!ssl) return nullptr;
   SSL_set_ex_data(ssl, identity_index(), slot);
   return ssl;
+}
+
+int server_context::handshake(SSL* ssl) noexcept {
+  server_context* self = callbacks::owner_of(ssl);
+  certificate_memo::scope scope(self != nullptr ? &self->certificates_ : nullptr);
+  return SSL_do_handshake(ssl);
 }
 
 void server_context::release_handshake_state(SSL* ssl) noexcept {

@@ -15,6 +15,7 @@
 #include "config/snapshot.hpp"
 #include "identity/client_identity.hpp"
 #include "identity/verifier.hpp"
+#include "tls/certificate_memo.hpp"
 #include "tls/chain_cache.hpp"
 #include "tls/session_cache.hpp"
 #include "tls/ticket_keys.hpp"
@@ -40,6 +41,10 @@ namespace cbagate::tls {
  *   recomputed; the cache lives and dies with this server_context (a reload starts empty).
  *   Not used when the verifier checks CRLs itself. The handshake revocation check runs on
  *   every handshake.
+ * - The certificates clients send are decoded once per distinct DER (certificate_memo, 4,096
+ *   certificates): a reconnecting device's leaf and the intermediate every device of a CA
+ *   sends are served decoded while handshake() runs. Only the parsing is saved; verification
+ *   is as above.
  * - Resumption (tls.session_tickets): a resumed session has exactly the identity of the full
  *   handshake that created it. By default the sessions stay in the process, each with the
  *   identity its handshake decided (tls.session_cache, session_cache.hpp), and the device holds
@@ -80,6 +85,13 @@ class server_context {
    * allocation failure.
    */
   SSL* new_connection(std::shared_ptr<const identity::client_identity>* slot) const;
+
+  /**
+   * SSL_do_handshake for a connection made by new_connection (of any server_context), with
+   * that context's certificate_memo serving the certificates the client sends. Same result and
+   * errors as SSL_do_handshake.
+   */
+  static int handshake(SSL* ssl) noexcept;
 
   /**
    * After a successful handshake: frees what only the handshake needed, so that a kept-alive
@@ -171,6 +183,7 @@ class server_context {
   bool require_cert_ = false;
   std::function<bool(const identity::client_identity&)> revoked_at_handshake_;
   std::unique_ptr<chain_cache> verified_;  // null when the verifier checks CRLs
+  certificate_memo certificates_;  // client certificates decoded, by their DER
   ossl::ssl_ctx_ptr default_ctx_;
   std::vector<sni_entry> sni_;
   std::shared_ptr<ticket_key_store> ticket_keys_;
