@@ -97,6 +97,21 @@ class EasLoadSmoke(unittest.TestCase):
         self.assertGreater(hs["per_s"], 0)
         self.assertEqual(report["device_summary"]["with_foldersync"], DEVICES)
 
+    def test_a_server_chain_the_ca_does_not_vouch_for_fails_every_handshake(self):
+        # eas-load verifies each distinct server chain once and then only compares bytes: a
+        # chain that never verified is verified (and refused) again in every handshake.
+        other = os.path.join(self.tmp, "other-root.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=not the lab root",
+                        "-days", "1", "-keyout", os.path.join(self.tmp, "other-root.key"),
+                        "-out", other], check=True, timeout=60, capture_output=True)
+        rc, report, _ = self.run_load("--scenario", "storm", "--duration", "60", "--ca", other)
+        self.assertEqual(rc, 1)
+        hs = report["handshakes"]
+        self.assertEqual(hs["full"], 0)
+        self.assertEqual(hs["failed"], DEVICES)
+        self.assertTrue(any("server certificate" in k for k in report["errors"]), report["errors"])
+
     def test_bad_usage_exits_2(self):
         done = subprocess.run([EAS_LOAD, "--devices", "0"], capture_output=True, text=True,
                               timeout=30)
