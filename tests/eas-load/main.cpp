@@ -528,6 +528,11 @@ struct shard_stats {
   std::uint64_t abandoned = 0;
   std::optional<clock_type::time_point> first_connect;
   std::optional<clock_type::time_point> last_handshake;
+  // storm: connections whose FolderSync was answered, and when the last one was. With TLS 1.3
+  // the client's handshake is done once it has sent its certificate; the server verifies it
+  // after that (often after answering other ClientHellos), and only a response proves it did.
+  std::uint64_t answered = 0;
+  std::optional<clock_type::time_point> last_answered;
   std::uint64_t ping_status_2 = 0;
   std::uint64_t devices_with_foldersync = 0;
   std::uint64_t devices_with_ping = 0;
@@ -1053,7 +1058,11 @@ asio::awaitable<void> storm_device(shard& s, device& d) {
     const bool connected = co_await connect(s, d, d.main);
     if (!connected) co_return;
     std::optional<std::string> r = co_await exchange(s, d, d.main, command::foldersync);
-    if (r) d.did_foldersync = true;
+    if (r) {
+      d.did_foldersync = true;
+      ++s.stats.answered;
+      s.stats.last_answered = clock_type::now();
+    }
     close_conn(s, d, d.main);
   }
 }
@@ -1156,6 +1165,7 @@ struct final_numbers {
   shard_stats total;
   double elapsed_s = 0;
   double handshake_window_s = 0;
+  double answered_window_s = 0;  // first connect -> last answered FolderSync (storm)
   std::uint64_t rss_setup_kib = 0;
   std::uint64_t rss_max_kib = 0;
   std::uint64_t rss_end_kib = 0;
@@ -1208,6 +1218,11 @@ json::object report_json(const options& o, const final_numbers& f) {
   hs["resumed"] = t.handshakes_resumed;
   hs["failed"] = t.handshakes_failed;
   hs["window_s"] = f.handshake_window_s;
+  hs["answered"] = t.answered;
+  hs["answered_window_s"] = f.answered_window_s;
+  hs["answered_per_s"] = f.answered_window_s > 0
+                             ? static_cast<double>(t.answered) / f.answered_window_s
+                             : 0.0;
   hs["per_s"] = f.handshake_window_s > 0
                     ? static_cast<double>(t.handshakes_full + t.handshakes_resumed) /
                           f.handshake_window_s
@@ -1400,7 +1415,7 @@ int run(int argc, char** argv) {
   f.rss_end_kib = rss_kib("VmRSS:");
   f.elapsed_s = std::chrono::duration<double>(stop_at - start).count();
 
-  std::optional<clock_type::time_point> first, last;
+  std::optional<clock_type::time_point> first, last, last_answered;
   for (auto& s : shards) {
     auto& t = f.total;
     const auto& st = s.stats;
@@ -1418,6 +1433,9 @@ int run(int argc, char** argv) {
     t.ping_status_2 += st.ping_status_2;
     if (st.first_connect && (!first || *st.first_connect < *first)) first = st.first_connect;
     if (st.last_handshake && (!last || *st.last_handshake > *last)) last = st.last_handshake;
+    if (st.last_answered && (!last_answered || *st.last_answered > *last_answered))
+      last_answered = st.last_answered;
+    t.answered += st.answered;
     for (const auto& d : s.devices) {
       t.devices_with_foldersync += d.did_foldersync ? 1 : 0;
       t.devices_with_ping += d.did_ping ? 1 : 0;
@@ -1426,6 +1444,8 @@ int run(int argc, char** argv) {
   }
   if (first && last && *last > *first)
     f.handshake_window_s = std::chrono::duration<double>(*last - *first).count();
+  if (first && last_answered && *last_answered > *first)
+    f.answered_window_s = std::chrono::duration<double>(*last_answered - *first).count();
 
   const json::object r = report_json(o, f);
   if (o.json) std::cout << json::serialize(r) << "\n";

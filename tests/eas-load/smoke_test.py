@@ -96,6 +96,10 @@ class EasLoadSmoke(unittest.TestCase):
         self.assertEqual(hs["failed"], 0)
         self.assertGreater(hs["per_s"], 0)
         self.assertEqual(report["device_summary"]["with_foldersync"], DEVICES)
+        # The server's rate: until the last FolderSync is answered, after every handshake.
+        self.assertEqual(hs["answered"], DEVICES)
+        self.assertGreaterEqual(hs["answered_window_s"], hs["window_s"])
+        self.assertGreater(hs["answered_per_s"], 0)
 
     def test_a_server_chain_the_ca_does_not_vouch_for_fails_every_handshake(self):
         # eas-load verifies each distinct server chain once and then only compares bytes: a

@@ -608,7 +608,7 @@ backend be_app
         # Ours: eas-load storm, every device its own certificate, all at once.
         mid = "hs_storm_ec"
         self.metric(mid, f"full mTLS handshakes/s, ECDSA, eas-load storm ({a.storm} devices, "
-                    "each its own certificate)", "1/s", "higher", rate=True)
+                    "each its own certificate, until each is answered)", "1/s", "higher", rate=True)
         for name in self.proxy_order(rep):
             px = self.start_proxy(name, self.nb_port, "ec")
             rep_j, cpu = self.timed(px, lambda: self.eas_load(
@@ -616,12 +616,17 @@ backend be_app
                 timeout=180))
             self.stop_proxy(px)
             hs = rep_j["handshakes"]
-            ok = rep_j.get("error_count", 0) == 0 and hs["full"] == a.storm
-            # The proxy's work: handshakes per proxy CPU second is the fairer figure here, the
-            # storm window also holds eas-load's own start.
-            self.record(mid, name, hs["per_s"] if ok else None, cpu, hs["full"])
-            log(f"handshake storm rep {rep + 1}/{a.reps} {name}: {hs['full']} full in "
-                f"{hs['window_s']:.2f} s = {hs['per_s']:,.0f}/s, errors {rep_j.get('error_count')} "
+            ok = (rep_j.get("error_count", 0) == 0 and hs["full"] == a.storm
+                  and hs.get("answered") == a.storm)
+            # The rate runs until the last device's FolderSync is answered: with TLS 1.3 a
+            # client's handshake is done once it has sent its certificate, and a proxy may verify
+            # that certificate only after answering every other ClientHello (nginx and HAProxy
+            # do: their clients' handshakes ended in half the time their CPU took). The proxy's
+            # work, handshakes per proxy CPU second, is the fairer figure still.
+            self.record(mid, name, hs["answered_per_s"] if ok else None, cpu, hs["full"])
+            log(f"handshake storm rep {rep + 1}/{a.reps} {name}: {hs['full']} full, answered in "
+                f"{hs['answered_window_s']:.2f} s = {hs['answered_per_s']:,.0f}/s (client-side "
+                f"handshakes done in {hs['window_s']:.2f} s), errors {rep_j.get('error_count')} "
                 f"(proxy CPU {cpu:.1f} s)")
             self.storm_cpu = cpu
 
