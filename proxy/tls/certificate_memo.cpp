@@ -55,22 +55,31 @@ X509* certificate_memo::decode(X509** a, const unsigned char** in, long len) {
   unsigned int klen = 0;
   if (size == 0 || sha256_ == nullptr ||
       EVP_Digest(*in, size, k.data(), &klen, sha256_, nullptr) != 1 || klen != k.size())
-    return decode_plain(a, in, len);
-  if (X509* found = find(k)) {
-    if (a != nullptr) {
-      X509_free(*a);
-      *a = found;
+    return decode_plain(a, in, len);  // not remembered: exactly libcrypto's decoding
+  const unsigned char* end = *in + size;
+  X509* cert = find(k);
+  if (cert == nullptr) {
+    // Into a fresh object, never into *a: a remembered certificate is shared, and a caller
+    // that hands its object back for the next certificate must not overwrite it in place.
+    const unsigned char* p = *in;
+    cert = decode_plain(nullptr, &p, len);
+    if (cert == nullptr) {
+      if (a != nullptr) {  // as libcrypto: a failed decode frees what *a held
+        X509_free(*a);
+        *a = nullptr;
+      }
+      return nullptr;
     }
-    *in += size;
-    return found;
+    // Remembered only when the decoder read exactly the bytes the key covers.
+    if (p == end) insert(k, cert);
+    end = p;
   }
-  const unsigned char* p = *in;
-  X509* decoded = decode_plain(a, &p, len);
-  if (decoded == nullptr) return nullptr;
-  // Remembered only when the decoder read exactly the bytes the key covers.
-  if (p == *in + size) insert(k, decoded);
-  *in = p;
-  return decoded;
+  if (a != nullptr) {
+    X509_free(*a);
+    *a = cert;
+  }
+  *in = end;
+  return cert;
 }
 
 X509* certificate_memo::find(const key& k) {

@@ -14,7 +14,9 @@
 // interposed: defined in this process, it is found before libcrypto's). DER bytes already
 // decoded give the same decoded X509 again, with a reference for the caller; new bytes are
 // decoded as libcrypto does (ASN1_item_d2i with the X509 template, which is all d2i_X509 is)
-// and remembered. Outside a scope d2i_X509 is exactly libcrypto's.
+// and remembered. Outside a scope d2i_X509 is exactly libcrypto's. A decode never writes into
+// an object the caller hands in (d2i's historical "reuse"): the result is a fresh or a
+// remembered object, in the default library context (our SSL_CTXs are made in it).
 //
 // A decoded certificate is immutable after decoding for everything that reads it: OpenSSL
 // shares X509 objects between threads the same way in every X509_STORE (the extension cache is

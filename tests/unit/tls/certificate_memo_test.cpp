@@ -147,6 +147,22 @@ TEST_CASE("certificate_memo: the same DER is decoded once while a scope is activ
     CHECK(x == first.get());
     X509_free(x);
   }
+  SUBCASE("a caller reusing its object for the next certificate leaves the remembered one") {
+    const auto other = der_of(p.other_leaf.get());
+    X509* x = X509_new();
+    in = der.data();
+    REQUIRE(d2i_X509(&x, &in, len) == first.get());  // x: the remembered leaf, shared
+    in = other.data();
+    REQUIRE(d2i_X509(&x, &in, static_cast<long>(other.size())) != nullptr);  // "reuse" x
+    CHECK(x != first.get());
+    CHECK(X509_cmp(x, p.other_leaf.get()) == 0);
+    CHECK(X509_cmp(first.get(), p.leaf.get()) == 0);  // not overwritten in place
+    in = der.data();
+    ossl::x509_ptr again{d2i_X509(nullptr, &in, len)};
+    CHECK(again.get() == first.get());
+    CHECK(X509_cmp(again.get(), p.leaf.get()) == 0);
+    X509_free(x);
+  }
   SUBCASE("other bytes are another certificate") {
     const auto other = der_of(p.other_leaf.get());
     in = other.data();
