@@ -76,6 +76,7 @@ struct runtime {
 /** What a session registers with its I/O thread so that a drain can reach it. */
 struct session_handle {
   boost::asio::ip::tcp::socket* socket = nullptr;
+  std::list<session_handle*>::iterator at{};  // its place in worker::sessions (O(1) removal)
   bool idle = true;        // between requests: a drain may close it at once
   bool fresh = true;       // no request served yet: a drain lets it have one (issue 15: a
                            // connection accepted just before the listener closed is no failure)

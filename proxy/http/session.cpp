@@ -916,7 +916,7 @@ struct session {
           tls::admitted_connection admitted_)
       : rt(std::move(runtime_)), w(worker_), admitted(std::move(admitted_)),
         conn_id(w.new_conn_id()) {
-    w.sessions.push_front(&handle);
+    handle.at = w.sessions.insert(w.sessions.begin(), &handle);
     rt->metrics->connections_active.inc();
   }
   session(const session&) = delete;
@@ -924,7 +924,7 @@ struct session {
   ~session() {
     c.reset();
     stream.reset();  // closes the socket before the session leaves the worker's list
-    w.sessions.remove(&handle);
+    w.sessions.erase(handle.at);  // not remove(): a scan of every connection of the thread
     rt->metrics->connections_active.dec();
   }
 
