@@ -11,8 +11,9 @@ struct md_ctx_free {
   void operator()(EVP_MD_CTX* p) const noexcept { EVP_MD_CTX_free(p); }
 };
 
-// The DER of one certificate into the digest. X509 keeps the encoding it was decoded from, so
-// i2d_X509 re-emits the received bytes.
+
+}  // namespace
+
 bool digest_cert(EVP_MD_CTX* md, X509* x) {
   unsigned char* der = nullptr;
   const int n = i2d_X509(x, &der);
@@ -21,8 +22,6 @@ bool digest_cert(EVP_MD_CTX* md, X509* x) {
   OPENSSL_free(der);
   return ok;
 }
-
-}  // namespace
 
 chain_cache::chain_cache(std::size_t capacity)
     : per_shard_(std::max<std::size_t>(1, capacity / shard_count)),

@@ -20,6 +20,10 @@
 
 namespace cbagate::tls {
 
+/** Adds the DER of `x` to `md`. X509 keeps the encoding it was decoded from, so i2d_X509
+ *  re-emits the received bytes. False when encoding or digesting failed. */
+bool digest_cert(EVP_MD_CTX* md, X509* x);
+
 /** SHA-256 over the DER of a presented chain (leaf, then the certificates the peer sent). */
 using chain_key = std::array<unsigned char, 32>;
 

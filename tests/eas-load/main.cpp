@@ -59,6 +59,7 @@
 
 #include "common/openssl_ptr.hpp"
 #include "tls/certificate_memo.hpp"
+#include "tls/chain_cache.hpp"
 
 namespace cbagate::eas_load {
 namespace {
@@ -303,15 +304,6 @@ struct tls_setup {
   std::unique_ptr<server_chain_pin> pin = std::make_unique<server_chain_pin>();
 };
 
-bool digest_der(EVP_MD_CTX* md, X509* x) {
-  unsigned char* der = nullptr;
-  const int n = i2d_X509(x, &der);
-  if (n <= 0 || der == nullptr) return false;
-  const bool ok = EVP_DigestUpdate(md, der, static_cast<std::size_t>(n)) == 1;
-  OPENSSL_free(der);
-  return ok;
-}
-
 // SSL_CTX_set_cert_verify_callback: see server_chain_pin.
 int verify_server_chain(X509_STORE_CTX* xctx, void* arg) {
   auto* pin = static_cast<server_chain_pin*>(arg);
@@ -319,10 +311,10 @@ int verify_server_chain(X509_STORE_CTX* xctx, void* arg) {
   bool keyed = false;
   if (X509* leaf = X509_STORE_CTX_get0_cert(xctx); leaf != nullptr && pin->sha256 != nullptr) {
     std::unique_ptr<EVP_MD_CTX, ossl::deleter<EVP_MD_CTX_free>> md(EVP_MD_CTX_new());
-    keyed = md && EVP_DigestInit_ex(md.get(), pin->sha256, nullptr) == 1 && digest_der(md.get(), leaf);
+    keyed = md && EVP_DigestInit_ex(md.get(), pin->sha256, nullptr) == 1 && tls::digest_cert(md.get(), leaf);
     STACK_OF(X509)* sent = X509_STORE_CTX_get0_untrusted(xctx);
     for (int i = 0; keyed && sent != nullptr && i < sk_X509_num(sent); ++i)
-      keyed = digest_der(md.get(), sk_X509_value(sent, i));
+      keyed = tls::digest_cert(md.get(), sk_X509_value(sent, i));
     unsigned int len = 0;
     keyed = keyed && EVP_DigestFinal_ex(md.get(), key.data(), &len) == 1 && len == key.size();
   }
