@@ -104,26 +104,27 @@ void health::eject(server& s, const std::string& why, bool passive) {
                         std::memory_order_relaxed);
   s.check_passes.store(0, std::memory_order_relaxed);
   if (s.ejected.exchange(true)) return;
-  s.healthy_gauge->set(0);
-  s.ejections->inc();
   {
     std::lock_guard lock(mutex_);
     for (std::size_t i = 0; i < servers_.size(); ++i)
       if (servers_[i].get() == &s) reasons_[i] = why;
   }
+  // The log line comes before the gauge: whoever sees the metric change finds its reason logged.
   observability::logger("upstream")
       ->warn("health: {} taken out of the rotation: {}{}", s.url, why,
              passive && !active ? " (tried again in " +
                                       std::to_string(static_cast<long long>(cfg_.ejection_time.count())) + " s)"
                                 : "");
+  s.healthy_gauge->set(0);
+  s.ejections->inc();
 }
 
 void health::restore(server& s, const std::string& why) {
   s.failures.store(0, std::memory_order_relaxed);
   s.ejected_until.store(0, std::memory_order_relaxed);
   if (!s.ejected.exchange(false)) return;
-  s.healthy_gauge->set(1);
   observability::logger("upstream")->info("health: {} back in the rotation: {}", s.url, why);
+  s.healthy_gauge->set(1);
 }
 
 void health::report(std::size_t i, bool failure) noexcept {
