@@ -3,9 +3,11 @@ connection; policy refusals keep the connection, malformed requests close it; HT
 Connection: close are honoured; pipelined requests are answered in order; a backend error
 status does not break the client connection."""
 import hashlib
+import socket
+import ssl
 import unittest
 
-from harness import Client, ProxyTestCase, RawClient
+from harness import Client, ProxyTestCase, RawClient, client_context
 
 
 def get_line(target, extra="", version="1.1"):
@@ -143,6 +145,81 @@ class KeepAlive(ProxyTestCase):
             c.close()
         ids = [self.backend_saw(m)[0]["id"] for m in (m1, m2, m3)]
         self.assertEqual(ids, sorted(ids))
+
+    def finish_handshake_with_fin(self, after=b""):
+        """A TLS handshake driven through memory BIOs, so that the client's last flight
+        (Certificate, CertificateVerify, Finished), `after` and the client's FIN leave in one
+        TCP segment (TCP_CORK holds the bytes, the shutdown appends the FIN): the proxy reads
+        the last handshake bytes and the end of the stream from one readiness event. Returns
+        (raw socket, TLS object, incoming BIO)."""
+        ctx = client_context("alice")
+        raw = socket.create_connection((self.proxy.host, self.proxy.port), timeout=10)
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = ctx.wrap_bio(inc, out, server_hostname="localhost")
+        for _ in range(20):  # a handshake is two round trips
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if out.pending:
+                    raw.sendall(out.read())
+                chunk = raw.recv(65536)
+                self.assertTrue(chunk, "the proxy closed during the handshake")
+                inc.write(chunk)
+        if after:
+            tls.write(after)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        raw.sendall(out.read())
+        raw.shutdown(socket.SHUT_WR)
+        return raw, tls, inc
+
+    def closed_within(self, raw, tls, inc, seconds=10):
+        """The proxy's bytes until it closes (b"" each time it has nothing more): (decrypted
+        bytes, whether it closed within `seconds`)."""
+        raw.settimeout(seconds)
+        got = b""
+        try:
+            while True:
+                chunk = raw.recv(65536)
+                if not chunk:
+                    break
+                inc.write(chunk)
+                try:
+                    while True:
+                        got += tls.read(65536)
+                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                    pass
+        except socket.timeout:
+            return got, False
+        except ConnectionResetError:
+            pass
+        return got, True
+
+    def test_a_client_that_closes_with_its_last_handshake_bytes_is_closed_at_once(self):
+        # A read that returned bytes is no proof that the socket is drained: the FIN that came
+        # with them raises no second event (edge-triggered epoll), and a connection that waited
+        # for one would stay open until timeouts.idle (120 s here). s_time -new does exactly
+        # this: its handshake, then close.
+        raw, tls, inc = self.finish_handshake_with_fin()
+        try:
+            _, closed = self.closed_within(raw, tls, inc)
+            self.assertTrue(closed, "connection left open after the client's FIN")
+        finally:
+            raw.close()
+
+    def test_a_request_that_comes_with_the_clients_fin_ends_the_connection_at_once(self):
+        # The client's FIN with its request: the proxy may answer it (the backend was quick) or
+        # count the client gone (499: a phone dropping its Ping), but it never keeps the
+        # connection open.
+        m = self.mark()
+        raw, tls, inc = self.finish_handshake_with_fin(get_line(f"/owa/?marker={m}"))
+        try:
+            got, closed = self.closed_within(raw, tls, inc)
+            self.assertTrue(closed, "connection left open after the client's FIN")
+            if got:
+                self.assertTrue(got.startswith(b"HTTP/1.1 200 "), got[:200])
+        finally:
+            raw.close()
 
     def test_pipelined_posts_reach_the_backend_byte_exact(self):
         # Small bodies that come with their header leave with it in one write (issue 14); a body
