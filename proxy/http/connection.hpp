@@ -57,6 +57,8 @@ struct outcome {
   // A 401 to a request sent without a token on a Kerberos session (relay_plan::resend): not
   // relayed; the request is to be sent again with a token (relay_again).
   bool resend = false;
+  // The request was parked unanswered (relay's `park`): nothing of it has ended yet.
+  bool held = false;
 };
 
 namespace detail {

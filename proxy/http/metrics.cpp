@@ -38,6 +38,11 @@ metrics::metrics(observability::registry& r)
                                             "Client certificates refused, by reason", "reason",
                                             rejection_names())),
       connections_active(r.add_gauge("cbagate_connections_active", "Open client connections")),
+      requests_parked(r.add_gauge(
+          "cbagate_requests_parked",
+          "Requests the backend is holding (an ActiveSync Ping, a notification wait) that were "
+          "parked after a second unanswered: each keeps its connection's state and its waits, "
+          "no coroutine")),
       connections_total(r.add_counter("cbagate_connections_total", "Accepted client connections")),
       handshakes_total(r.add_counter("cbagate_tls_handshakes_total", "Completed TLS handshakes")),
       handshakes_resumed(r.add_counter("cbagate_tls_handshakes_resumed_total",

@@ -18,6 +18,7 @@ struct metrics {
   observability::labeled_counter& errors;             // by stable error code family
   observability::labeled_counter& cert_rejections;    // by rejection reason
   observability::gauge& connections_active;
+  observability::gauge& requests_parked;  // held by the backend, parked without coroutines
   observability::counter& connections_total;
   observability::counter& handshakes_total;
   observability::counter& handshakes_resumed;

@@ -73,11 +73,28 @@ net::awaitable<void> watch_client(connection& c) {
 struct client_watch {
   client_watch(beast::tcp_stream* up, const net::any_io_executor& ex) : upstream(up), deadline(ex) {}
   beast::tcp_stream* upstream;
-  net::steady_timer deadline;
+  net::steady_timer deadline;  // park_after first (`grace`), then the response timeout
+  steady::time_point until;    // the response timeout
   bool live = true;
   bool fired = false;      // the client showed a sign of life: the backend wait was cancelled
   bool timed_out = false;  // the response timeout passed: the backend wait was cancelled
+  bool grace = false;      // the timer runs for park_after, not the response timeout
+  bool park = false;       // park_after passed: the backend wait was cancelled, to park
 };
+
+// The watch's timer: park_after (a request that may be parked), then the response timeout.
+void arm_watch_timer(const std::shared_ptr<client_watch>& watch, steady::time_point at) {
+  watch->deadline.expires_at(at);
+  watch->deadline.async_wait(
+      net::bind_allocator(exact_allocator<void>(), [watch](const error_code& tec) {
+        if (tec || !watch->live) return;
+        if (watch->grace)
+          watch->park = true;
+        else
+          watch->timed_out = true;
+        watch->upstream->cancel();
+      }));
+}
 
 // True when a whole response header is already at hand for a plain backend connection: in
 // ubuf, or in the socket (read into ubuf without waiting). A TLS backend is never asked (its
@@ -151,11 +168,26 @@ struct exchange {
   beast::flat_buffer ubuf;        // bytes read from the backend and not yet parsed
   std::optional<flat_response_parser<bhttp::buffer_body>> res_p;
   sent_request* keep = nullptr;   // relay_keeping: the request as sent goes here
+  std::size_t server = 0;         // upstream.servers index: passive health
+  held_exchange_ptr* park = nullptr;  // where a long hold parks this exchange (null: never)
+  std::shared_ptr<client_watch> watch{};  // while parked: the hold's watch
+  error_code hold_ec{};                   // how the parked wait on the backend ended
 
   // The response header's storage goes back to this thread's spares (runtime.hpp worker).
   ~exchange() {
     if (res_p) c.w.give_fields(res_p->release_fields());
+    if (watch) {  // ended while parked (the connection is closed): its waits do nothing more
+      watch->live = false;
+      watch->deadline.cancel();
+    }
   }
+};
+
+// A parked exchange: only plain backends park (a TLS backend's bytes go through OpenSSL,
+// which a readiness wait cannot see).
+struct plain_held final : held_exchange {
+  explicit plain_held(std::unique_ptr<exchange<beast::tcp_stream>> x_) : x(std::move(x_)) {}
+  std::unique_ptr<exchange<beast::tcp_stream>> x;
 };
 
 // The length of a request body that may go with its header in one write: a Content-Length body
@@ -321,75 +353,105 @@ net::awaitable<bool> send_streaming(exchange<Up>& x) {
   co_return true;
 }
 
+// How step 2 ended: a final response header to relay, the exchange over (answered or recorded
+// in rec), or the exchange parked (a long hold: exchange::park).
+enum class header_step { ready, ended, parked };
+
 // Step 2: the final response header, held as long as the route allows (ActiveSync Ping: up to
 // an hour) while watching for the client to go away; interim responses are skipped. A held
 // request keeps no relay or read buffer, nor the request header it has sent (the parser's
-// state stays: is_done() in step 3). False when the exchange ended here.
+// state stays: is_done() in step 3). A hold on a plain backend that passes park_after is
+// parked when the caller allows it (x.park): its coroutines end, its waits stay, and
+// relay_resume comes back here with the result of the backend wait.
 template <class Up>
-net::awaitable<bool> receive_response_header(exchange<Up>& x) {
+net::awaitable<header_step> receive_response_header(exchange<Up>& x) {
+  constexpr bool plain = std::is_same_v<Up, beast::tcp_stream>;
   connection& c = x.c;
   auto& rec = x.rec;
-  c.w.give_fields(x.req_p.release_fields());
-  x.chunk.reset();
-  if (c.buf.size() == 0) c.buf.shrink_to_fit();
+  std::shared_ptr<client_watch> resumed = std::move(x.watch);
+  if (!resumed) {
+    c.w.give_fields(x.req_p.release_fields());
+    x.chunk.reset();
+    if (c.buf.size() == 0) c.buf.shrink_to_fit();
+  }
   for (;;) {
-    flat_fields spare = x.res_p ? x.res_p->release_fields() : c.w.take_fields();
-    auto& res_p = x.res_p.emplace(std::move(spare));
-    res_p.header_limit(static_cast<std::uint32_t>(c.rt.cfg->limits.max_response_header_bytes));
-    res_p.body_limit(boost::none);
-    if (x.plan.head) res_p.skip(true);
-    const steady::time_point deadline = steady::now() + x.plan.response_timeout;
-    x.utcp.expires_at(deadline);
     error_code ec;
-    bool at_hand = response_header_ready(x.up, x.ubuf);
-    if (!at_hand) {
-      // A held request (an ActiveSync Ping, up to an hour) keeps only a wait on the backend and
-      // a readiness wait on the client socket, whose handler cancels the backend wait when the
-      // client shows a sign of life. Only then (rare) do both sides get a coroutine each
-      // (watch_client), which tells a client gone from a pipelined request.
-      // Both waits may last an hour: their operations get exactly their size (exact_allocator,
-      // tls_stream.hpp), not a larger block from Asio's per-thread cache (issue 14).
-      // Nor a header container for a response that may be an hour away: the spare goes back
-      // to the thread, the parser grows its own when the response comes.
-      // On a plain backend the wait is for readiness only, under a timer of the watch's own:
-      // Beast's read (its composed operation, its timer's operation and the 512-byte buffer it
-      // prepares) would otherwise stay allocated for the whole hold, about 1.3 KB per held
-      // Ping (issue 14, heaptrack). Once the backend has spoken, a whole header is read and
-      // parsed as a quick answer's is (no asynchronous hop, no Beast timer); only a partial one
-      // is left to Beast's read, under the same deadline and still watched. A TLS backend's
-      // bytes go through OpenSSL, which may hold some already: it is read as before.
-      c.w.give_fields(res_p.release_fields());
-      auto watch = std::make_shared<client_watch>(&x.utcp, x.utcp.get_executor());
-      c.tcp().expires_never();
-      c.tcp().socket().async_wait(
-          net::socket_base::wait_read,
-          net::bind_allocator(exact_allocator<void>(), [watch](const error_code&) {
-            if (!watch->live) return;
-            watch->fired = true;
-            watch->upstream->cancel();
-          }));
-      std::size_t hn = 0;
-      if constexpr (std::is_same_v<Up, beast::tcp_stream>) {
-        watch->deadline.expires_at(deadline);
-        watch->deadline.async_wait(
-            net::bind_allocator(exact_allocator<void>(), [watch](const error_code& tec) {
-              if (tec || !watch->live) return;
-              watch->timed_out = true;
+    bool at_hand = false;
+    std::shared_ptr<client_watch> watch = std::move(resumed);
+    if (watch) {
+      ec = x.hold_ec;  // parked: how its wait on the backend ended
+    } else {
+      flat_fields spare = x.res_p ? x.res_p->release_fields() : c.w.take_fields();
+      auto& res_p = x.res_p.emplace(std::move(spare));
+      res_p.header_limit(static_cast<std::uint32_t>(c.rt.cfg->limits.max_response_header_bytes));
+      res_p.body_limit(boost::none);
+      if (x.plan.head) res_p.skip(true);
+      const steady::time_point deadline = steady::now() + x.plan.response_timeout;
+      x.utcp.expires_at(deadline);
+      at_hand = response_header_ready(x.up, x.ubuf);
+      if (!at_hand) {
+        // A held request (an ActiveSync Ping, up to an hour) keeps only a wait on the backend
+        // and a readiness wait on the client socket, whose handler cancels the backend wait
+        // when the client shows a sign of life. Only then (rare) do both sides get a coroutine
+        // each (watch_client), which tells a client gone from a pipelined request.
+        // Both waits may last an hour: their operations get exactly their size
+        // (exact_allocator, tls_stream.hpp), not a larger block from Asio's per-thread cache
+        // (issue 14). Nor a header container for a response that may be an hour away: the
+        // spare goes back to the thread, the parser grows its own when the response comes.
+        // On a plain backend the wait is for readiness only, under a timer of the watch's own:
+        // Beast's read (its composed operation, its timer's operation and the 512-byte buffer
+        // it prepares) would otherwise stay allocated for the whole hold, about 1.3 KB per held
+        // Ping (issue 14, heaptrack). Once the backend has spoken, a whole header is read and
+        // parsed as a quick answer's is (no asynchronous hop, no Beast timer); only a partial
+        // one is left to Beast's read, under the same deadline and still watched. A TLS
+        // backend's bytes go through OpenSSL, which may hold some already: it is read as
+        // before.
+        c.w.give_fields(res_p.release_fields());
+        watch = std::make_shared<client_watch>(&x.utcp, x.utcp.get_executor());
+        c.tcp().expires_never();
+        c.tcp().socket().async_wait(
+            net::socket_base::wait_read,
+            net::bind_allocator(exact_allocator<void>(), [watch](const error_code&) {
+              if (!watch->live) return;
+              watch->fired = true;
               watch->upstream->cancel();
             }));
-        std::tie(ec) = co_await x.up.socket().async_wait(
-            net::socket_base::wait_read, net::bind_allocator(exact_allocator<void>(), use_tuple));
+        if constexpr (plain) {
+          // Still unanswered after park_after, the request is parked (x.park): its coroutine
+          // frames (a few KB from the connection's loop down to here) are not kept for a hold
+          // of minutes (issue 14).
+          const bool may_park = x.park != nullptr && x.plan.response_timeout > park_after;
+          watch->until = deadline;
+          watch->grace = may_park;
+          arm_watch_timer(watch, may_park ? steady::now() + park_after : deadline);
+          std::tie(ec) = co_await x.up.socket().async_wait(
+              net::socket_base::wait_read, net::bind_allocator(exact_allocator<void>(), use_tuple));
+          if (ec == net::error::operation_aborted && watch->park && !watch->fired) {
+            watch->grace = watch->park = false;
+            arm_watch_timer(watch, watch->until);
+            x.watch = std::move(watch);
+            co_return header_step::parked;
+          }
+        } else {
+          std::size_t hn = 0;
+          std::tie(ec, hn) = co_await bhttp::async_read_header(
+              x.up, x.ubuf, res_p, net::bind_allocator(exact_allocator<void>(), use_tuple));
+        }
+      }
+    }
+    auto& res_p = *x.res_p;
+    if (watch) {
+      if constexpr (plain) {
         watch->deadline.cancel();
         if (watch->timed_out) {
           x.up.close();  // as Beast's own timeout does
           ec = beast::error::timeout;
         }
         if (!ec) at_hand = response_header_ready(x.up, x.ubuf);
-        if (!ec && !at_hand)
+        if (!ec && !at_hand) {
+          std::size_t hn = 0;
           std::tie(ec, hn) = co_await bhttp::async_read_header(x.up, x.ubuf, res_p, use_tuple);
-      } else {
-        std::tie(ec, hn) = co_await bhttp::async_read_header(
-            x.up, x.ubuf, res_p, net::bind_allocator(exact_allocator<void>(), use_tuple));
+        }
       }
       watch->live = false;
       if (!watch->fired) {
@@ -400,7 +462,7 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
         if (r.index() == 1) {
           rec.error = "client_closed";
           rec.status = 499;  // nginx's convention for "client closed the request"
-          co_return false;
+          co_return header_step::ended;
         }
         ec = std::get<0>(r);
       }
@@ -426,18 +488,18 @@ net::awaitable<bool> receive_response_header(exchange<Up>& x) {
       log.warn("conn={} req={} upstream {} failed before the response header: {}", c.conn_id,
                rec.req_id, rec.upstream, timeout ? std::string("response timeout") : ec.message());
       co_await send_local(c, rec, timeout ? reply::upstream_timeout : reply::upstream_reset, 0, false);
-      co_return false;
+      co_return header_step::ended;
     }
     const unsigned code = res_p.get().result_int();
     if (code >= 100 && code < 200) {
       if (code == 101) {  // no protocol upgrades through this proxy
         rec.error = "upstream_upgrade";
         co_await send_local(c, rec, reply::upstream_reset, 0, false);
-        co_return false;
+        co_return header_step::ended;
       }
       continue;  // interim responses are the proxy's business, not the client's
     }
-    co_return true;
+    co_return header_step::ready;
   }
 }
 
@@ -705,32 +767,49 @@ net::awaitable<bool> send_again(exchange<Up>& x, const sent_request& sent,
   co_return co_await send_whole(x, net::buffer(out.get(), n));
 }
 
-// One exchange: the request (`again`: a kept one, sent again with `authorization`), the
-// response header, then the response relayed (or dropped: relay_keeping's 401).
+// One exchange: the request (`again`: a kept one, sent again with `authorization`; none when
+// `resumed`: a parked exchange goes on), the response header, then the response relayed (or
+// dropped: relay_keeping's 401). The exchange lives outside the frame, as serve_request's
+// request (session.cpp): the frame stays small enough for Asio's per-thread block cache, and a
+// parked exchange outlives it.
 template <class Up>
-net::awaitable<outcome> run_exchange(connection& c, Up& up, upstream::connection& uc,
-                                     flat_request_parser<bhttp::buffer_body>& req_p,
-                                     const relay_plan& plan, observability::access_record& rec,
-                                     steady::time_point t0, sent_request* keep,
-                                     const sent_request* again, std::string_view authorization) {
-  const auto body_idle =
-      plan.body_idle.count() > 0 ? plan.body_idle : ms(c.rt.cfg->timeouts.body_idle);
-  // Outside the frame, as serve_request's request (session.cpp): the frame stays small enough
-  // for Asio's per-thread block cache.
-  const std::unique_ptr<exchange<Up>> owned(
-      new exchange<Up>{c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}, keep});
+net::awaitable<outcome> run_exchange(std::unique_ptr<exchange<Up>> owned, const sent_request* again,
+                                     std::string_view authorization, bool resumed) {
   exchange<Up>& x = *owned;
-  if (again != nullptr) {
-    if (!co_await send_again(x, *again, authorization)) co_return outcome{};
-  } else if (!co_await send_request(x)) {
-    co_return outcome{};
+  if (!resumed) {
+    const bool sent = again != nullptr ? co_await send_again(x, *again, authorization)
+                                       : co_await send_request(x);
+    if (!sent) co_return outcome{};
   }
-  if (!co_await receive_response_header(x)) co_return outcome{};
+  switch (co_await receive_response_header(x)) {
+    case header_step::ended:
+      co_return outcome{};
+    case header_step::parked:
+      if constexpr (std::is_same_v<Up, beast::tcp_stream>) {
+        held_exchange_ptr& slot = *x.park;
+        slot = std::make_unique<plain_held>(std::move(owned));
+      }
+      co_return outcome{.held = true};
+    case header_step::ready:
+      break;
+  }
   // Passive health (issue 13): a 5xx counts against this server, anything else clears it.
   const unsigned status = x.res_p->get().result_int();
-  if (c.rt.health) c.rt.health->report(uc.server, status >= 500);
-  if (keep != nullptr && keep->bytes && status == 401) co_return co_await drop_refusal(x);
+  if (x.c.rt.health) x.c.rt.health->report(x.server, status >= 500);
+  if (x.keep != nullptr && x.keep->bytes && status == 401) co_return co_await drop_refusal(x);
   co_return co_await relay_response(x);
+}
+
+template <class Up>
+std::unique_ptr<exchange<Up>> make_exchange(connection& c, Up& up, upstream::connection& uc,
+                                            flat_request_parser<bhttp::buffer_body>& req_p,
+                                            const relay_plan& plan, observability::access_record& rec,
+                                            steady::time_point t0, sent_request* keep,
+                                            held_exchange_ptr* park) {
+  const auto body_idle =
+      plan.body_idle.count() > 0 ? plan.body_idle : ms(c.rt.cfg->timeouts.body_idle);
+  return std::unique_ptr<exchange<Up>>(new exchange<Up>{
+      c, up, uc.tcp(), req_p, plan, rec, t0, body_idle, {}, {}, {}, keep, uc.server, park});
 }
 
 }  // namespace
@@ -743,18 +822,21 @@ bool body_at_hand(const connection& c, const flat_request_parser<bhttp::buffer_b
 net::awaitable<outcome> relay(connection& c, upstream::connection& uc,
                               flat_request_parser<bhttp::buffer_body>& req_p,
                               const relay_plan& plan, observability::access_record& rec,
-                              steady::time_point t0) {
+                              steady::time_point t0, held_exchange_ptr* park) {
   return uc.visit([&](auto& up) {
-    return run_exchange(c, up, uc, req_p, plan, rec, t0, nullptr, nullptr, {});
+    return run_exchange(make_exchange(c, up, uc, req_p, plan, rec, t0, nullptr, park), nullptr,
+                        {}, false);
   });
 }
 
 net::awaitable<outcome> relay_keeping(connection& c, upstream::connection& uc,
                                       flat_request_parser<bhttp::buffer_body>& req_p,
                                       const relay_plan& plan, observability::access_record& rec,
-                                      steady::time_point t0, sent_request& sent) {
+                                      steady::time_point t0, sent_request& sent,
+                                      held_exchange_ptr* park) {
   return uc.visit([&](auto& up) {
-    return run_exchange(c, up, uc, req_p, plan, rec, t0, &sent, nullptr, {});
+    return run_exchange(make_exchange(c, up, uc, req_p, plan, rec, t0, &sent, park), nullptr, {},
+                        false);
   });
 }
 
@@ -762,10 +844,30 @@ net::awaitable<outcome> relay_again(connection& c, upstream::connection& uc,
                                     flat_request_parser<bhttp::buffer_body>& req_p,
                                     const relay_plan& plan, observability::access_record& rec,
                                     steady::time_point t0, const sent_request& sent,
-                                    std::string_view authorization) {
+                                    std::string_view authorization, held_exchange_ptr* park) {
   return uc.visit([&](auto& up) {
-    return run_exchange(c, up, uc, req_p, plan, rec, t0, nullptr, &sent, authorization);
+    return run_exchange(make_exchange(c, up, uc, req_p, plan, rec, t0, nullptr, park), &sent,
+                        authorization, false);
   });
+}
+
+void hold_parked(held_exchange& held, std::unique_ptr<held_owner> owner) {
+  exchange<beast::tcp_stream>& x = *static_cast<plain_held&>(held).x;
+  x.up.socket().async_wait(
+      net::socket_base::wait_read,
+      net::bind_allocator(exact_allocator<void>(),
+                          [&x, self = std::move(owner)](const error_code& ec) mutable {
+                            x.hold_ec = ec;
+                            held_owner& o = *self;
+                            o.resume(std::move(self));
+                          }));
+}
+
+net::awaitable<outcome> relay_resume(held_exchange_ptr& held) {
+  std::unique_ptr<exchange<beast::tcp_stream>> owned = std::move(static_cast<plain_held&>(*held).x);
+  held.reset();
+  owned->park = &held;  // it may park again: an interim response, then another hold
+  return run_exchange(std::move(owned), nullptr, {}, true);
 }
 
 }  // namespace cbagate::http

@@ -45,6 +45,30 @@ struct sent_request {
 };
 
 /**
+ * A request held by the backend (an ActiveSync Ping, an OWA or MAPI notification wait: minutes,
+ * up to an hour) whose coroutines have ended (issue 14): what the relay keeps of the exchange
+ * while the request waits with nothing but its waits registered (the backend, the client, the
+ * response timeout). Opaque outside relay.cpp.
+ */
+struct held_exchange {
+  held_exchange() = default;
+  held_exchange(const held_exchange&) = delete;
+  held_exchange& operator=(const held_exchange&) = delete;
+  virtual ~held_exchange() = default;
+};
+using held_exchange_ptr = std::unique_ptr<held_exchange>;
+
+/** What owns a parked request (session.cpp: the client connection's whole state, the request
+ *  and its held_exchange in it) while it waits, and continues it when the wait ends. */
+struct held_owner {
+  virtual ~held_owner() = default;
+  /** The wait has ended (the backend spoke, the client showed a sign of life or the response
+   *  timeout passed): continue the request, in a new coroutine, with relay_resume. Called once;
+   *  `self` is this owner. */
+  virtual void resume(std::unique_ptr<held_owner> self) noexcept = 0;
+};
+
+/**
  * Whether the request in `req_p` has no body, or a body that may go with its header in one
  * write: a Content-Length body of at most one relay chunk (16 KiB), all of it already read into
  * c.buf, within plan.max_body, the client not waiting for 100 Continue. Such a request is sent
@@ -60,15 +84,33 @@ bool body_at_hand(const connection& c,
  * body still in the client stream) to `uc`, and the response back to the client. Sends the
  * local error reply itself while nothing of the response has gone to the client yet.
  * @param t0 when the request began (for rec.upstream_first_byte_us).
+ * @param park where a request still unanswered after `park_after` on a plain backend leaves
+ *   its exchange (the outcome then says `held`: the caller keeps the request and its
+ *   connection alive, calls hold_parked and, once resumed, relay_resume); null: the request
+ *   is held in this coroutine however long it takes.
  * @return whether the client connection and the backend connection may be reused; `rec` gets
  *   status, bytes and the error code. The caller releases or drops `uc`.
  * Runs on the client connection's thread; `c`, `uc`, `req_p`, `plan` and `rec` must outlive
- * the returned awaitable.
+ * the returned awaitable, and the exchange when it is parked.
  */
 boost::asio::awaitable<outcome> relay(connection& c, upstream::connection& uc,
                                       flat_request_parser<boost::beast::http::buffer_body>& req_p,
                                       const relay_plan& plan, observability::access_record& rec,
-                                      std::chrono::steady_clock::time_point t0);
+                                      std::chrono::steady_clock::time_point t0,
+                                      held_exchange_ptr* park = nullptr);
+
+/** How long an unanswered request is held in its coroutines before it is parked. */
+inline constexpr std::chrono::seconds park_after{1};
+
+/**
+ * Leaves a parked request (outcome::held) to its waits: `owner`, which holds `held`, goes with
+ * the wait on the backend and comes back through owner->resume() when that wait ends.
+ */
+void hold_parked(held_exchange& held, std::unique_ptr<held_owner> owner);
+
+/** Continues a parked request where relay(), relay_keeping() or relay_again() left it, to the
+ *  same outcome they would have given (it may park again: an interim response, then a hold). */
+boost::asio::awaitable<outcome> relay_resume(held_exchange_ptr& held);
 
 /**
  * relay() for a request sent without a token on a backend connection the backend keeps
@@ -82,7 +124,7 @@ boost::asio::awaitable<outcome> relay_keeping(connection& c, upstream::connectio
                                               flat_request_parser<boost::beast::http::buffer_body>& req_p,
                                               const relay_plan& plan, observability::access_record& rec,
                                               std::chrono::steady_clock::time_point t0,
-                                              sent_request& sent);
+                                              sent_request& sent, held_exchange_ptr* park = nullptr);
 
 /**
  * Sends `sent` (a request relay_keeping kept) again on `uc` with `Authorization: <authorization>`
@@ -92,6 +134,7 @@ boost::asio::awaitable<outcome> relay_again(connection& c, upstream::connection&
                                             flat_request_parser<boost::beast::http::buffer_body>& req_p,
                                             const relay_plan& plan, observability::access_record& rec,
                                             std::chrono::steady_clock::time_point t0,
-                                            const sent_request& sent, std::string_view authorization);
+                                            const sent_request& sent, std::string_view authorization,
+                                            held_exchange_ptr* park = nullptr);
 
 }  // namespace cbagate::http

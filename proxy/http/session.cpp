@@ -139,6 +139,10 @@ struct request {
   std::string negotiate;
   bool kerberos_session = false;
   bool delegate_pending = false;  // a new backend connection or a Kerberos token: delegate_rest
+  // relay
+  sent_request sent;        // on a Kerberos session: the request as sent (relay_keeping)
+  held_exchange_ptr held;   // parked unanswered (relay's park): its exchange; last, so that it
+                            // goes before the backend connection and the parser it refers to
 
   auto& msg() { return parser.get(); }
   unsigned version() { return parser.get().version(); }
@@ -746,8 +750,7 @@ net::awaitable<verdict> delegate_rest(connection& c, request& rq) {
 // The backend answered 401 to a request sent without a token on a Kerberos session: the session
 // is over. The request goes again with a token, on the same connection when the 401 left it
 // usable, else on another of the user's. Nothing has reached the client yet.
-net::awaitable<verdict> resend_with_token(connection& c, request& rq, const sent_request& sent,
-                                          outcome& out) {
+net::awaitable<verdict> resend_with_token(connection& c, request& rq, outcome& out) {
   c.rt.metrics->kerberos_session_resends.inc();
   std::erase_if(rq.rec.extra, [](const auto& kv) { return kv.first == "krb_cache"; });
   rq.rec.extra.emplace_back("krb_session", "401, sent again with a token");
@@ -761,8 +764,8 @@ net::awaitable<verdict> resend_with_token(connection& c, request& rq, const sent
     rq.rec.upstream_conn = rq.lease.reused ? "reused" : "new";
   }
   if (verdict v = co_await kerberos_token(c, rq)) co_return v;
-  out = co_await relay_again(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, sent,
-                             rq.negotiate);
+  out = co_await relay_again(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, rq.sent,
+                             rq.negotiate, &rq.held);
   co_return std::nullopt;
 }
 
@@ -823,35 +826,50 @@ net::awaitable<bool> refuse(connection& c, request& rq, const refusal& v) {
   co_return finish(c, rq, v.keep);
 }
 
-// Serves one request whose header read_header delivered (or failed to). Returns whether the
-// client connection may carry another request.
-net::awaitable<bool> serve_request(connection& c, const header_read& h) {
+// What became of a request: the connection carries another one (keep) or ends (close), or the
+// request is parked unanswered (held: the caller hands the connection to hold_parked).
+enum class next { close, keep, held };
+
+// Serves one request whose header read_header delivered (`h`; or failed to), or, with `h` null,
+// goes on with the request parked in `held_slot` once its hold has ended. A request parked
+// (again) is left in `held_slot`.
+net::awaitable<next> serve_request(connection& c, const header_read* h,
+                                   std::unique_ptr<request>& held_slot) {
   // The request lives outside the coroutine frame: the frame then fits Asio's per-thread block
   // cache (at most 1020 bytes), whereas a larger one is an aligned allocation that also evicts
-  // a cached block on every request (issue 14: 8 aligned allocations per keep-alive GET).
-  const auto owned = std::make_unique<request>(c);
+  // a cached block on every request (issue 14: 8 aligned allocations per keep-alive GET). A
+  // parked request outlives the frame.
+  std::unique_ptr<request> owned = h ? std::make_unique<request>(c) : std::move(held_slot);
   request& rq = *owned;
-  c.rt.metrics->requests_total.inc();
-  verdict v = check_header(c, rq, h);
-  if (!v) v = route(c, rq);
-  if (!v) v = authorize(c, rq);
-  if (!v && rq.revocation_pending) v = co_await await_revocation(c, rq);
-  if (!v) map(rq);
-  if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
-  if (!v) v = delegate(c, rq);
-  if (!v && rq.delegate_pending) v = co_await delegate_rest(c, rq);
-  if (v) co_return co_await refuse(c, rq, *v);
-  // relay (relay.cpp): the backend connection goes back to the pool only after a clean exchange.
   outcome out;
-  if (rq.kerberos_session) {
-    sent_request sent;
-    out = co_await relay_keeping(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, sent);
-    if (out.resend) {
-      if (verdict rv = co_await resend_with_token(c, rq, sent, out))
-        co_return co_await refuse(c, rq, *rv);
-    }
+  if (h) {
+    c.rt.metrics->requests_total.inc();
+    verdict v = check_header(c, rq, *h);
+    if (!v) v = route(c, rq);
+    if (!v) v = authorize(c, rq);
+    if (!v && rq.revocation_pending) v = co_await await_revocation(c, rq);
+    if (!v) map(rq);
+    if (!v && rq.decision.forward_identity && c.rt.directory) v = co_await map_directory(c, rq);
+    if (!v) v = delegate(c, rq);
+    if (!v && rq.delegate_pending) v = co_await delegate_rest(c, rq);
+    if (v) co_return co_await refuse(c, rq, *v) ? next::keep : next::close;
+    // relay (relay.cpp): the backend connection goes back to the pool only after a clean
+    // exchange.
+    if (rq.kerberos_session)
+      out = co_await relay_keeping(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, rq.sent,
+                                   &rq.held);
+    else
+      out = co_await relay(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0, &rq.held);
   } else {
-    out = co_await relay(c, *rq.lease.conn, rq.parser, rq.plan, rq.rec, rq.t0);
+    out = co_await relay_resume(rq.held);
+  }
+  if (!out.held && out.resend) {
+    if (verdict rv = co_await resend_with_token(c, rq, out))
+      co_return co_await refuse(c, rq, *rv) ? next::keep : next::close;
+  }
+  if (out.held) {
+    held_slot = std::move(owned);
+    co_return next::held;
   }
   // A response that offers or completes NTLM/Negotiate, or says Persistent-Auth, binds the
   // connection too, unless the token on it is cbagate's own (Kerberos mode: keyed per user).
@@ -865,7 +883,7 @@ net::awaitable<bool> serve_request(connection& c, const header_read& h) {
   }
   // Kept for this client if private, back to the pool if clean, else closed.
   c.pinned.finish(*c.pool, std::move(rq.lease.conn), out.upstream_reusable);
-  co_return finish(c, rq, out.client_keep_alive && rq.rec.error.empty());
+  co_return finish(c, rq, out.client_keep_alive && rq.rec.error.empty()) ? next::keep : next::close;
 }
 
 // --- the connection -------------------------------------------------------------------------------
@@ -911,7 +929,7 @@ void handshake_failed(const runtime& rt, SSL* ssl, std::uint64_t conn_id,
 // coroutine frame, no read buffer; the readiness wait on its socket owns it (park). Its
 // address never changes: the handshake's identity slot, the worker's session list and the
 // references in `c` point into it.
-struct session {
+struct session final : held_owner {
   session(std::shared_ptr<const runtime> runtime_, worker& worker_,
           tls::admitted_connection admitted_)
       : rt(std::move(runtime_)), w(worker_), admitted(std::move(admitted_)),
@@ -921,7 +939,11 @@ struct session {
   }
   session(const session&) = delete;
   session& operator=(const session&) = delete;
-  ~session() {
+  ~session() override {
+    if (held_rq) {  // ended while parked (a drain's end, out of memory)
+      rt->metrics->requests_parked.dec();
+      held_rq.reset();  // it refers to `c`
+    }
     c.reset();
     stream.reset();  // closes the socket before the session leaves the worker's list
     w.sessions.erase(handle.at);  // not remove(): a scan of every connection of the thread
@@ -939,6 +961,11 @@ struct session {
   session_handle handle;
   beast::flat_buffer buf;
   std::optional<connection> c;  // from the end of the handshake
+  // A request parked while the backend holds it (an ActiveSync Ping): then this object is all
+  // that is left of the connection and its request, owned by the wait on the backend.
+  std::unique_ptr<request> held_rq;
+
+  void resume(std::unique_ptr<held_owner> self) noexcept override;
 };
 
 void on_session_end(std::exception_ptr e) {
@@ -972,17 +999,31 @@ void park(std::unique_ptr<session> st) {
 // Keep-alive: one request after another until one of them, the client or a drain ends it; in
 // between, the connection is parked. `woke`: how the wait for this request ended (any error
 // ends the connection quietly).
+// A parked request's hold has ended: serve_requests goes on with it (the wait's result is in
+// its exchange).
 net::awaitable<void> serve_requests(std::unique_ptr<session> st, error_code woke) {
   session& s = *st;
   connection& c = *s.c;
   if (!woke) {
     for (;;) {
-      const header_read h = co_await read_header(c);
-      s.handle.idle = false;
-      if (h.status == header_status::closed || h.status == header_status::error) break;
-      const bool keep = co_await serve_request(c, h);
+      next n = next::close;
+      if (s.held_rq) {
+        s.rt->metrics->requests_parked.dec();
+        n = co_await serve_request(c, nullptr, s.held_rq);
+      } else {
+        const header_read h = co_await read_header(c);
+        s.handle.idle = false;
+        if (h.status == header_status::closed || h.status == header_status::error) break;
+        n = co_await serve_request(c, &h, s.held_rq);
+      }
+      if (n == next::held) {
+        s.rt->metrics->requests_parked.inc();
+        held_exchange& held = *s.held_rq->held;
+        hold_parked(held, std::move(st));
+        co_return;
+      }
       s.handle.fresh = false;
-      if (!keep || s.w.draining) break;
+      if (n == next::close || s.w.draining) break;
       if (s.buf.size() == 0) {  // else the next request is here already (pipelined)
         s.buf.shrink_to_fit();  // no read buffer while idle
         park(std::move(st));
@@ -993,6 +1034,16 @@ net::awaitable<void> serve_requests(std::unique_ptr<session> st, error_code woke
   // Orderly TLS close: best effort, bounded.
   s.stream->expires_after(std::chrono::seconds(1));
   co_await s.stream->async_shutdown(use_tuple);
+}
+
+void session::resume(std::unique_ptr<held_owner> self) noexcept {
+  std::unique_ptr<session> st(static_cast<session*>(self.release()));
+  try {
+    const auto ex = st->stream->get_executor();
+    net::co_spawn(ex, serve_requests(std::move(st), error_code{}), &on_session_end);
+  } catch (...) {  // out of memory: this connection ends (st), the thread goes on
+    on_session_end(std::current_exception());
+  }
 }
 
 // The edge step and the handshake; then the connection is parked until its first request.

@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from harness import (sanitized_build, Client, ProxyTestCase, RawClient, metric, mock_stats, request, rss_kib,
+from harness import (ROUTES_DEFAULT, sanitized_build, Client, ProxyTestCase, RawClient, metric, mock_stats, request, rss_kib,
                      wait_until)
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mock-exchange", "fixtures")
@@ -368,6 +368,75 @@ class HeldPing(Base):
         self.assertEqual(self.proxy_logged(m)["error"], "upstream_timeout")
 
 
+def ping_request(marker, device):
+    body = fixture("ping_req.wbxml")
+    return (f"POST {EAS}?Cmd=Ping&User=alice&DeviceId={device}&DeviceType=Y&marker={marker} HTTP/1.1\r\n"
+            f"Host: localhost\r\nContent-Type: {WBXML}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def parked(proxy):
+    return metric(proxy.admin, "cbagate_requests_parked")
+
+
+class ParkedHold(Base):
+    """Requests still unanswered after a second are parked (issue 14): their coroutines end and
+    only their waits stay (cbagate_requests_parked counts them). The mock holds a Ping 2 s; a
+    route of its own gives /mock/slow-headers a 2 s response timeout."""
+    HEARTBEAT_CAP = 2
+    ROUTES = ROUTES_DEFAULT + [{"prefix": "/mock/slow-headers", "client_cert": "optional",
+                                "response_timeout": 2}]
+
+    def in_thread(self, fn):
+        out = {}
+
+        def run():
+            try:
+                out["value"] = fn()
+            except BaseException as e:  # handed to the test thread
+                out["error"] = e
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        return t, out
+
+    def test_a_parked_ping_is_answered_and_both_connections_carry_on(self):
+        wait_until(lambda: parked(self.proxy) == 0, timeout=10, what="no request parked")
+        m1, m2 = self.mark(), self.mark()
+        c = RawClient(self.proxy, "alice", timeout=30)
+        try:
+            c.send(ping_request(m1, "parked"))
+            t, out = self.in_thread(c.read_response)
+            wait_until(lambda: parked(self.proxy) == 1, timeout=10, what="the Ping parked")
+            t.join(timeout=20)
+            self.assertNotIn("error", out)
+            r = out["value"]
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.body, fixture("ping_resp_expired.wbxml"))
+            self.assertEqual(parked(self.proxy), 0)
+            # The same client connection carries the next request, on the same backend
+            # connection: the resumed exchange left both in step.
+            c.send(f"GET /owa/?marker={m2} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+            r2 = c.read_response()
+            self.assertEqual(r2.status, 200, r2)
+        finally:
+            c.close()
+        rec1, rec2 = self.proxy_logged(m1), self.proxy_logged(m2)
+        self.assertEqual((rec1["status"], rec1.get("error", "")), (200, ""))
+        self.assertEqual(rec1["conn_id"], rec2["conn_id"])
+        self.assertEqual(self.backend_saw(m1)[0]["connection"], self.backend_saw(m2)[0]["connection"])
+
+    def test_a_parked_request_still_gets_its_response_timeout(self):
+        wait_until(lambda: parked(self.proxy) == 0, timeout=10, what="no request parked")
+        m = self.mark()
+        t, out = self.in_thread(lambda: request(self.proxy, "GET", f"/mock/slow-headers/6000?marker={m}"))
+        wait_until(lambda: parked(self.proxy) == 1, timeout=10, what="the request parked")
+        t.join(timeout=20)
+        self.assertNotIn("error", out)
+        self.assertEqual(out["value"].status, 504, out["value"])
+        rec = self.proxy_logged(m)
+        self.assertEqual(rec["error"], "upstream_timeout")
+        self.assertEqual(parked(self.proxy), 0)
+
+
 class DroppedPing(Base):
     """A Ping held for up to 30 s whose client goes away after the backend started holding it."""
     HEARTBEAT_CAP = 30
@@ -406,6 +475,24 @@ class DroppedPing(Base):
         del seen
         wait_until(lambda: self.connections() == before, timeout=5,
                    what="cbagate_connections_active back to its earlier value")
+
+
+    def test_client_dropping_a_parked_ping_is_noticed_and_the_upstream_closed(self):
+        wait_until(lambda: self.connections() == 0, timeout=10, what="no client connection open")
+        held_before = mock_stats(self.mock)["held"]
+        m = self.mark()
+        c = RawClient(self.proxy, "alice", timeout=40)
+        c.send(ping_request(m, "droppedparked"))
+        wait_until(lambda: parked(self.proxy) == 1, timeout=10, what="the Ping parked")
+        t0 = time.monotonic()
+        c.close()
+        rec = self.proxy_logged(m)
+        self.assertEqual((rec["status"], rec["error"]), (499, "client_closed"))
+        self.assertLess(time.monotonic() - t0, 5, "the proxy noticed the client going away too late")
+        self.assertEqual(parked(self.proxy), 0)
+        wait_until(lambda: mock_stats(self.mock)["held"] == held_before, timeout=5,
+                   what="the backend's held Ping to end")
+        wait_until(lambda: self.connections() == 0, timeout=5, what="no client connection open")
 
 
 if __name__ == "__main__":
