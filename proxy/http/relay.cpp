@@ -524,6 +524,21 @@ net::awaitable<void> body_read_failed(exchange<Up>& x, error_code ec, bool heade
       rec.upstream, rec.bytes_out, ec.message());
 }
 
+// Bytes to the client: what OpenSSL and the socket take at once go without an asynchronous
+// operation (tls_stream::write_now); what is left is returned for write_client_rest.
+net::const_buffer write_client_now(connection& c, net::const_buffer bytes) noexcept {
+  return bytes + c.stream.write_now(bytes);
+}
+
+// The rest of a client write, waiting under the body_idle deadline.
+net::awaitable<error_code> write_client_rest(connection& c, net::const_buffer rest,
+                                             std::chrono::milliseconds body_idle) {
+  c.tcp().expires_after(body_idle);
+  auto [ec, n] = co_await net::async_write(c.stream, rest, use_tuple);
+  (void)n;
+  co_return ec;
+}
+
 // Step 3 for a response with Content-Length (the common case; the length is kept for the
 // client, so the body needs no re-framing): its header is serialized into the relay buffer
 // right before the body's first piece, so a small response leaves in one write, and the body
@@ -548,12 +563,11 @@ net::awaitable<outcome> relay_counted(exchange<Up>& x, outcome out, bool client_
   bool header_sent = false;
   // A body that is not there yet never holds the header back.
   if (!res_p.is_done() && x.ubuf.size() == 0) {
-    c.tcp().expires_after(x.body_idle);
-    auto [ec, n] = co_await net::async_write(c.stream, net::buffer(x.chunk.get(), head), use_tuple);
-    (void)n;
-    if (ec) {
-      rec.error = "client_closed";
-      co_return out;
+    if (const auto rest = write_client_now(c, net::buffer(x.chunk.get(), head)); rest.size() > 0) {
+      if (co_await write_client_rest(c, rest, x.body_idle)) {
+        rec.error = "client_closed";
+        co_return out;
+      }
     }
     header_sent = true;
   }
@@ -582,24 +596,22 @@ net::awaitable<outcome> relay_counted(exchange<Up>& x, outcome out, bool client_
     const std::size_t got = rchunk - res.body().size;
     if (got == 0) continue;  // only framing parsed
     const char* from = header_sent ? body : x.chunk.get();
-    c.tcp().expires_after(x.body_idle);
-    auto [wec, wn] = co_await net::async_write(
-        c.stream, net::buffer(from, static_cast<std::size_t>(body + got - from)), use_tuple);
-    (void)wn;
-    if (wec) {
-      rec.error = "client_closed";
-      co_return out;
+    if (const auto rest = write_client_now(c, net::buffer(from, static_cast<std::size_t>(body + got - from)));
+        rest.size() > 0) {
+      if (co_await write_client_rest(c, rest, x.body_idle)) {
+        rec.error = "client_closed";
+        co_return out;
+      }
     }
     header_sent = true;
     rec.bytes_out += got;
   }
   if (!header_sent) {  // no body (HEAD, 204, 304, Content-Length: 0)
-    c.tcp().expires_after(x.body_idle);
-    auto [ec, n] = co_await net::async_write(c.stream, net::buffer(x.chunk.get(), head), use_tuple);
-    (void)n;
-    if (ec) {
-      rec.error = "client_closed";
-      co_return out;
+    if (const auto rest = write_client_now(c, net::buffer(x.chunk.get(), head)); rest.size() > 0) {
+      if (co_await write_client_rest(c, rest, x.body_idle)) {
+        rec.error = "client_closed";
+        co_return out;
+      }
     }
   }
   out.client_keep_alive = client_keep_alive;

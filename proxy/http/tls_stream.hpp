@@ -202,6 +202,31 @@ class tls_stream {
     return SSL_read_ex(s_->ssl, b.data(), b.size(), &n) == 1 ? n : 0;
   }
 
+  /**
+   * Writes what OpenSSL and the socket take at once, without waiting and without an
+   * asynchronous operation (whose completion Asio would post: a trip through the scheduler,
+   * and on a quiet connection an extra epoll_wait): the bytes written, all of `b` on a
+   * keep-alive response. 0 or a part when the socket is full or on an error; the caller writes
+   * the rest with async_write_some, which waits, or reports the error. A record OpenSSL could
+   * not finish stays pending inside it and goes first with that rest (partial writes and
+   * moving buffers are on: the constructor).
+   */
+  std::size_t write_now(boost::asio::const_buffer b) noexcept {
+    if (b.size() == 0 || s_->fatal || s_->waiting || !s_->sock.is_open()) return 0;
+    const auto* p = static_cast<const unsigned char*>(b.data());
+    std::size_t total = 0;
+    while (total < b.size()) {
+      if (ERR_peek_error() != 0) ERR_clear_error();
+      std::size_t n = 0;
+      if (SSL_write_ex(s_->ssl, p + total, b.size() - total, &n) != 1) {
+        ERR_clear_error();  // the asynchronous write that follows sees the cause again
+        break;
+      }
+      total += n;
+    }
+    return total;
+  }
+
   template <class MutableBuffers, class Token>
   auto async_read_some(const MutableBuffers& buffers, Token&& token) {
     boost::asio::mutable_buffer b;
