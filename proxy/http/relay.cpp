@@ -80,7 +80,19 @@ struct client_watch {
   bool timed_out = false;  // the response timeout passed: the backend wait was cancelled
   bool grace = false;      // the timer runs for park_after, not the response timeout
   bool park = false;       // park_after passed: the backend wait was cancelled, to park
+  bool watching = false;   // the readiness wait on the client socket is registered
 };
+
+// From here on a sign of life of the client (bytes, FIN, reset) cancels the wait on the backend.
+void watch_client_socket(connection& c, const std::shared_ptr<client_watch>& watch) {
+  watch->watching = true;
+  c.tcp().socket().async_wait(net::socket_base::wait_read,
+                              net::bind_allocator(exact_allocator<void>(), [watch](const error_code&) {
+                                if (!watch->live) return;
+                                watch->fired = true;
+                                watch->upstream->cancel();
+                              }));
+}
 
 // The watch's timer: park_after (a request that may be parked), then the response timeout.
 void arm_watch_timer(const std::shared_ptr<client_watch>& watch, steady::time_point at) {
@@ -409,18 +421,14 @@ net::awaitable<header_step> receive_response_header(exchange<Up>& x) {
         c.w.give_fields(res_p.release_fields());
         watch = std::make_shared<client_watch>(&x.utcp, x.utcp.get_executor());
         c.tcp().expires_never();
-        c.tcp().socket().async_wait(
-            net::socket_base::wait_read,
-            net::bind_allocator(exact_allocator<void>(), [watch](const error_code&) {
-              if (!watch->live) return;
-              watch->fired = true;
-              watch->upstream->cancel();
-            }));
         if constexpr (plain) {
           // Still unanswered after park_after, the request is parked (x.park): its coroutine
           // frames (a few KB from the connection's loop down to here) are not kept for a hold
-          // of minutes (issue 14).
+          // of minutes (issue 14). Such a request watches the client only from then on: most
+          // answers come sooner, and a client gone meanwhile is noticed at that point (its FIN
+          // or reset is still there to be seen).
           const bool may_park = x.park != nullptr && x.plan.response_timeout > park_after;
+          if (!may_park) watch_client_socket(c, watch);
           watch->until = deadline;
           watch->grace = may_park;
           arm_watch_timer(watch, may_park ? steady::now() + park_after : deadline);
@@ -428,11 +436,13 @@ net::awaitable<header_step> receive_response_header(exchange<Up>& x) {
               net::socket_base::wait_read, net::bind_allocator(exact_allocator<void>(), use_tuple));
           if (ec == net::error::operation_aborted && watch->park && !watch->fired) {
             watch->grace = watch->park = false;
+            watch_client_socket(c, watch);
             arm_watch_timer(watch, watch->until);
             x.watch = std::move(watch);
             co_return header_step::parked;
           }
         } else {
+          watch_client_socket(c, watch);
           std::size_t hn = 0;
           std::tie(ec, hn) = co_await bhttp::async_read_header(
               x.up, x.ubuf, res_p, net::bind_allocator(exact_allocator<void>(), use_tuple));
@@ -456,7 +466,7 @@ net::awaitable<header_step> receive_response_header(exchange<Up>& x) {
       watch->live = false;
       if (!watch->fired) {
         error_code ignored;
-        c.tcp().socket().cancel(ignored);
+        if (watch->watching) c.tcp().socket().cancel(ignored);
       } else if (ec == net::error::operation_aborted) {
         auto r = co_await (read_response_header(x.up, x.ubuf, res_p) || watch_client(c));
         if (r.index() == 1) {
