@@ -244,6 +244,8 @@ class KerberosSessions(unittest.TestCase):
         # IIS dropping a connection's authentication: one token-less request per token, then 401.
         cls.persist_once = Mock(cls.tmp,
                                 extra_args=base + ("--negotiate-persist-max", "1"))
+        # Holds a Ping 2 s: past park_after, so the request on the session is parked meanwhile.
+        cls.persist_hold = Mock(cls.tmp, heartbeat_cap=2, extra_args=base)
 
     @classmethod
     def tearDownClass(cls):
@@ -251,6 +253,7 @@ class KerberosSessions(unittest.TestCase):
             p.stop()
         cls.persist.stop()
         cls.persist_once.stop()
+        cls.persist_hold.stop()
         if os.environ.get("CBAGATE_KEEP_TMP") is None:
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -345,6 +348,38 @@ class KerberosSessions(unittest.TestCase):
         self.assertEqual([r["status"] for r in recs], [200, 200, 200, 200], recs)
         self.assertEqual(krb_extra(recs[2], "krb_cache"), "hit", recs[2])
         self.assertEqual(krb_extra(recs[2], "krb_session"), "401, sent again with a token", recs[2])
+
+    def test_a_ping_on_a_backend_session_is_parked_and_answered_on_it(self):
+        # relay_keeping's exchange parked (the request kept to be sent again moves with it) and
+        # resumed: the Ping's answer comes back on the session, without a token.
+        p = self.proxy(self.persist_hold)
+        ping = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "mock-exchange",
+                            "fixtures", "ping_req.wbxml")
+        with open(ping, "rb") as f:
+            body = f.read()
+        a = RawClient(p, "alice", timeout=30)
+        try:
+            self.assertEqual(self.ask(a, "GET", "hold1"), 200)
+            a.send((f"POST /Microsoft-Server-ActiveSync?Cmd=Ping&User=alice&DeviceId=krbhold"
+                    f"&DeviceType=Y&marker=hold2 HTTP/1.1\r\nHost: localhost\r\n"
+                    f"Content-Type: application/vnd.ms-sync.wbxml\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
+            wait_until(lambda: metric(p.admin, "cbagate_requests_parked") == 1, timeout=10,
+                       what="the Ping parked")
+            r = a.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(metric(p.admin, "cbagate_requests_parked"), 0)
+            self.assertEqual(self.ask(a, "GET", "hold3"), 200)
+        finally:
+            a.close()
+        first = self.saw(self.persist_hold, "hold1")[0]
+        for m in ("hold2", "hold3"):
+            rec = self.saw(self.persist_hold, m)[0]
+            self.assertFalse(rec["negotiate"], rec)
+            self.assertEqual(rec["negotiate_session_user"], "alice@LAB.TEST", rec)
+            self.assertEqual(rec["connection"], first["connection"], rec)
+        recs = p.wait_access_records(3)
+        self.assertEqual([krb_extra(r, "krb_cache") for r in recs], ["miss", "session", "session"], recs)
 
     def test_persistent_auth_false_sends_a_token_with_every_request(self):
         p = self.proxy(self.persist, persistent_auth=False)
