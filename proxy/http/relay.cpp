@@ -242,6 +242,19 @@ auto write_upstream(exchange<Up>& x, net::const_buffer bytes) {
   return net::async_write(x.up, bytes, use_tuple);
 }
 
+// What a plain backend's socket takes at once, written without an asynchronous operation (no
+// Beast timer, no completion posted through the scheduler): the bytes written. 0 or a part when
+// the socket is full or on an error; the rest goes with write_upstream, which waits, or reports
+// the error. Only for body pieces: the request itself keeps its asynchronous write, whose posted
+// completion is what gives the backend time to answer before the relay looks (without it the
+// answer is rarely at hand: 62k instead of 52k instructions per keep-alive GET).
+std::size_t write_upstream_now(beast::tcp_stream& up, net::const_buffer bytes) noexcept {
+  auto& sock = up.socket();
+  if (bytes.size() == 0 || !sock.is_open()) return 0;
+  const ssize_t n = ::send(sock.native_handle(), bytes.data(), bytes.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
 // A write to the backend failed: the client is answered 502 upstream_reset. Always false.
 template <class Up>
 net::awaitable<bool> upstream_write_failed(exchange<Up>& x) {
@@ -330,6 +343,10 @@ net::awaitable<bool> send_streaming(exchange<Up>& x) {
 
   x.chunk = std::make_unique_for_overwrite<char[]>(relay_chunk);  // not zeroed: 16 KiB memset
   if (c.buf.capacity() < relay_chunk) c.buf.reserve(relay_chunk);  // body reads: full pieces
+  // A Content-Length body to a plain backend goes on as it came: each piece straight to the
+  // socket when it takes it (write_upstream_now: no Beast operation, timer or posted completion
+  // per 16 KiB), past the serializer, which re-frames only chunked bodies.
+  const bool raw = std::is_same_v<Up, beast::tcp_stream> && !req.chunked();
   while (!req_p.is_done()) {
     req.body().data = x.chunk.get();
     req.body().size = relay_chunk;
@@ -352,12 +369,24 @@ net::awaitable<bool> send_streaming(exchange<Up>& x) {
       co_return false;
     }
     if (got == 0 && !req_p.is_done()) continue;  // only framing parsed (a chunk header)
+    if constexpr (std::is_same_v<Up, beast::tcp_stream>) {
+      if (raw) {
+        net::const_buffer b(x.chunk.get(), got);
+        b += write_upstream_now(x.up, b);
+        if (b.size() > 0) {
+          auto [wec, wn] = co_await write_upstream(x, b);
+          (void)wn;
+          if (wec) co_return co_await upstream_write_failed(x);
+        }
+        continue;
+      }
+    }
     x.utcp.expires_after(x.body_idle);
     const error_code wec =
         co_await write_piece(x.up, sr, req.body(), x.chunk.get(), got, !req_p.is_done());
     if (wec) co_return co_await upstream_write_failed(x);
   }
-  if (!sr.is_done()) {
+  if (!raw && !sr.is_done()) {
     x.utcp.expires_after(x.body_idle);
     const error_code wec = co_await write_piece(x.up, sr, req.body(), nullptr, 0, false);
     if (wec) co_return co_await upstream_write_failed(x);
