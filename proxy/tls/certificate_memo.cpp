@@ -34,14 +34,10 @@ std::size_t sequence_size(const unsigned char* p, long len) {
 }  // namespace
 
 certificate_memo::certificate_memo(std::size_t capacity)
-    : per_shard_(std::max<std::size_t>(1, capacity / shard_count)),
+    : certs_(capacity),
       sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {}
 
-certificate_memo::~certificate_memo() {
-  for (shard& s : shards_)
-    for (entry& e : s.lru) X509_free(e.cert);
-  EVP_MD_free(sha256_);
-}
+certificate_memo::~certificate_memo() { EVP_MD_free(sha256_); }
 
 certificate_memo::scope::scope(certificate_memo* memo) noexcept : previous_(active_memo) {
   active_memo = memo;
@@ -83,43 +79,25 @@ X509* certificate_memo::decode(X509** a, const unsigned char** in, long len) {
 }
 
 X509* certificate_memo::find(const key& k) {
-  shard& s = shard_of(k);
-  std::lock_guard lock(s.mu);
-  auto it = s.index.find(k);
-  if (it == s.index.end()) return nullptr;
-  s.lru.splice(s.lru.begin(), s.lru, it->second);
-  X509* cert = it->second->cert;
-  X509_up_ref(cert);
-  hits_.fetch_add(1, std::memory_order_relaxed);
+  X509* cert = nullptr;
+  certs_.find(k, [&](const ossl::x509_ptr& c) {
+    cert = c.get();
+    X509_up_ref(cert);
+    return true;
+  });
+  if (cert != nullptr) hits_.fetch_add(1, std::memory_order_relaxed);
   return cert;
 }
 
 void certificate_memo::insert(const key& k, X509* cert) {
-  X509* evicted = nullptr;
-  {
-    shard& s = shard_of(k);
-    std::lock_guard lock(s.mu);
-    if (s.index.contains(k)) return;  // decoded on another thread meanwhile: keep the first
-    if (s.lru.size() >= per_shard_) {
-      evicted = s.lru.back().cert;
-      s.index.erase(s.lru.back().k);
-      s.lru.pop_back();
-    }
-    X509_up_ref(cert);
-    s.lru.push_front(entry{k, cert});
-    s.index.emplace(k, s.lru.begin());
-  }
-  X509_free(evicted);  // outside the lock: it may be the last reference
+  X509_up_ref(cert);
+  // Decoded on another thread meanwhile: the first stays. What leaves the memo (an evicted
+  // certificate, or this reference when not taken) is freed here, outside the lock: it may be
+  // the last reference.
+  certs_.put(k, ossl::x509_ptr(cert), /*replace=*/false);
 }
 
-std::size_t certificate_memo::size() const {
-  std::size_t n = 0;
-  for (const shard& s : shards_) {
-    std::lock_guard lock(s.mu);
-    n += s.lru.size();
-  }
-  return n;
-}
+std::size_t certificate_memo::size() const { return certs_.size(); }
 
 }  // namespace cbagate::tls
 

@@ -23,16 +23,15 @@
 // filled once under the object's lock), and libssl already keeps a session's peer certificate
 // by reference. Verification is not remembered here: the chain is verified (or found in
 // tls::chain_cache) exactly as before; only the parsing is saved.
-#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <list>
-#include <mutex>
-#include <unordered_map>
 
 #include <openssl/evp.h>
 #include <openssl/x509.h>
+
+#include "common/openssl_ptr.hpp"
+#include "tls/digest_lru.hpp"
 
 namespace cbagate::tls {
 
@@ -79,31 +78,11 @@ class certificate_memo {
   std::uint64_t hits() const noexcept { return hits_.load(std::memory_order_relaxed); }
 
  private:
-  using key = std::array<unsigned char, 32>;
-  struct entry {
-    key k;
-    X509* cert;  // one reference, owned
-  };
-  struct key_hash {
-    std::size_t operator()(const key& k) const noexcept {
-      std::size_t h = 0;
-      for (std::size_t i = 0; i < sizeof h; ++i) h = (h << 8) | k[i];
-      return h;
-    }
-  };
-  struct shard {
-    mutable std::mutex mu;
-    std::list<entry> lru;  // front = most recently used
-    std::unordered_map<key, std::list<entry>::iterator, key_hash> index;
-  };
-  static constexpr std::size_t shard_count = 8;
-
-  shard& shard_of(const key& k) { return shards_[k[31] % shard_count]; }
+  using key = digest_lru<ossl::x509_ptr>::key;
   X509* find(const key& k);                 // with a reference for the caller, or null
   void insert(const key& k, X509* cert);    // takes a reference of its own
 
-  std::size_t per_shard_;
-  std::array<shard, shard_count> shards_;
+  digest_lru<ossl::x509_ptr> certs_;
   EVP_MD* sha256_ = nullptr;  // fetched once: an implicit fetch per digest costs lookups
   std::atomic<std::uint64_t> hits_{0};
 };

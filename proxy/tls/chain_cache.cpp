@@ -24,7 +24,7 @@ bool digest_cert(EVP_MD_CTX* md, X509* x) {
 }
 
 chain_cache::chain_cache(std::size_t capacity)
-    : per_shard_(std::max<std::size_t>(1, capacity / shard_count)),
+    : entries_(capacity),
       sha256_(EVP_MD_fetch(nullptr, "SHA256", nullptr)) {}
 
 chain_cache::~chain_cache() { EVP_MD_free(sha256_); }
@@ -46,43 +46,21 @@ bool chain_cache::key_of(X509* leaf, STACK_OF(X509) * sent, chain_key& out) cons
 
 std::shared_ptr<const identity::client_identity> chain_cache::find(const chain_key& key,
                                                                     std::int64_t now) {
-  shard& s = shard_of(key);
-  std::lock_guard lock(s.mu);
-  auto it = s.index.find(key);
-  if (it == s.index.end()) return nullptr;
-  const entry& e = *it->second;
-  if (now < e.not_before || now > e.not_after) return nullptr;
-  s.lru.splice(s.lru.begin(), s.lru, it->second);
-  return e.id;
+  std::shared_ptr<const identity::client_identity> out;
+  entries_.find(key, [&](const entry& e) {
+    if (now < e.not_before || now > e.not_after) return false;
+    out = e.id;
+    return true;
+  });
+  return out;
 }
 
 void chain_cache::insert(const chain_key& key, std::shared_ptr<const identity::client_identity> id,
                          std::int64_t not_before, std::int64_t not_after) {
   if (!id || !id->ok() || not_before > not_after) return;
-  shard& s = shard_of(key);
-  std::lock_guard lock(s.mu);
-  if (auto it = s.index.find(key); it != s.index.end()) {
-    it->second->id = std::move(id);
-    it->second->not_before = not_before;
-    it->second->not_after = not_after;
-    s.lru.splice(s.lru.begin(), s.lru, it->second);
-    return;
-  }
-  if (s.lru.size() >= per_shard_) {
-    s.index.erase(s.lru.back().key);
-    s.lru.pop_back();
-  }
-  s.lru.push_front(entry{key, not_before, not_after, std::move(id)});
-  s.index.emplace(key, s.lru.begin());
+  entries_.put(key, entry{not_before, not_after, std::move(id)}, /*replace=*/true);
 }
 
-std::size_t chain_cache::size() const {
-  std::size_t n = 0;
-  for (const shard& s : shards_) {
-    std::lock_guard lock(s.mu);
-    n += s.lru.size();
-  }
-  return n;
-}
+std::size_t chain_cache::size() const { return entries_.size(); }
 
 }  // namespace cbagate::tls

@@ -17,6 +17,7 @@
 
 #include "common/openssl_ptr.hpp"
 #include "identity/client_identity.hpp"
+#include "tls/digest_lru.hpp"
 
 namespace cbagate::tls {
 
@@ -65,29 +66,11 @@ class chain_cache {
 
  private:
   struct entry {
-    chain_key key;
     std::int64_t not_before;
     std::int64_t not_after;
     std::shared_ptr<const identity::client_identity> id;
   };
-  struct key_hash {
-    std::size_t operator()(const chain_key& k) const noexcept {
-      std::size_t h = 0;
-      for (std::size_t i = 0; i < sizeof h; ++i) h = (h << 8) | k[i];
-      return h;
-    }
-  };
-  struct shard {
-    mutable std::mutex mu;
-    std::list<entry> lru;  // front = most recently used
-    std::unordered_map<chain_key, std::list<entry>::iterator, key_hash> index;
-  };
-  static constexpr std::size_t shard_count = 8;
-
-  shard& shard_of(const chain_key& key) { return shards_[key[31] % shard_count]; }
-
-  std::size_t per_shard_;
-  std::array<shard, shard_count> shards_;
+  digest_lru<entry> entries_;
   EVP_MD* sha256_ = nullptr;  // fetched once: an implicit fetch per handshake costs lookups
 };
 
