@@ -119,16 +119,58 @@ def children_of(pids: list[int]) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """The processes' CPU seconds in user space and in the kernel (/proc/PID/stat)."""
+    user = kernel = 0
     for pid in pids:
         try:
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         f = stat[stat.rindex(")") + 2:].split()
-        total += int(f[11]) + int(f[12])  # utime, stime
-    return total / CLK_TCK
+        user += int(f[11])  # utime
+        kernel += int(f[12])  # stime
+    return user / CLK_TCK, kernel / CLK_TCK
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_times(pids))
+
+
+# Callgrind's self cost per shared object, grouped: the proxy's own code (with the C++ runtime
+# and Boost, which are compiled into it or its libstdc++), OpenSSL, libc and the allocator.
+CG_GROUPS = (("openssl", ("libssl.so", "libcrypto.so")),
+             ("libc_alloc", ("libc.so", "libmimalloc.so", "ld-linux")))
+
+
+def callgrind_by_group(text: str) -> dict[str, int]:
+    """Instructions of one callgrind dump by group ("own" = everything not in CG_GROUPS),
+    counting each cost line once (the inclusive cost after a calls= line is skipped)."""
+    obs: dict[str, str] = {}
+    out = {"own": 0, **{g: 0 for g, _ in CG_GROUPS}}
+    group = "own"
+    skip = False
+    for line in text.splitlines():
+        if line.startswith(("ob=", "cob=")):
+            m = re.match(r"(c?ob)=\((\d+)\)(?: (.*))?", line)
+            if m:
+                if m.group(3):
+                    obs[m.group(2)] = m.group(3).rsplit("/", 1)[-1]
+                if m.group(1) == "ob":
+                    name = obs.get(m.group(2), "")
+                    group = next((g for g, libs in CG_GROUPS if name.startswith(libs)), "own")
+            continue
+        if line.startswith("calls="):
+            skip = True
+            continue
+        if line[:1].isdigit() or line[:1] in "+-*":
+            if skip:
+                skip = False
+                continue
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                out[group] += int(parts[1])
+    return out
 
 
 def status_kib(pids: list[int], key: str) -> int:
@@ -399,11 +441,13 @@ http {{
   }}
 }}
 """)
-            mains.append(self.procs.start([self.nginx, "-e", str(d / "error.log"), "-c", str(conf),
-                                           "-p", str(d), "-g", "daemon off; user root;"],
-                                          self.core_proxy, d / "stdout.log"))
-            wait_for(lambda: len(children_of([mains[0].pid])) >= procs and can_connect(port),
-                     "nginx workers")
+            # Under a wrapper (valgrind) nginx runs as one process, without a master.
+            mains.append(self.procs.start((wrap or []) + [
+                self.nginx, "-e", str(d / "error.log"), "-c", str(conf), "-p", str(d), "-g",
+                "daemon off; user root;" + (" master_process off;" if wrap else "")],
+                self.core_proxy, d / "stdout.log"))
+            wait_for(lambda: (wrap or len(children_of([mains[0].pid])) >= procs) and can_connect(port),
+                     "nginx workers", timeout=120 if wrap else 15)
         else:
             conf = d / "haproxy.cfg"
             conf.write_text(f"""
@@ -433,12 +477,12 @@ backend be_app
 """)
             for i in range(procs):  # several processes share the port (SO_REUSEPORT)
                 out = open(d / "access.log", "ab") if alog else subprocess.DEVNULL
-                mains.append(self.procs.start([self.haproxy, "-f", str(conf), "-db"],
+                mains.append(self.procs.start((wrap or []) + [self.haproxy, "-f", str(conf), "-db"],
                                               self.core_proxy, d / f"haproxy-{i}.log", stdout=out))
                 if alog:
                     out.close()
                 time.sleep(0.05)
-            wait_for(lambda: can_connect(port), "haproxy")
+            wait_for(lambda: can_connect(port), "haproxy", timeout=120 if wrap else 15)
         for m in mains:
             if m.poll() is not None:
                 fail(f"{name} exited at start, see {d}")
@@ -538,15 +582,19 @@ backend be_app
         return self.metrics[mid]
 
     def record(self, mid: str, who: str, value: float | None, cpu_s: float | None = None,
-               work: float | None = None) -> None:
+               work: float | None = None, split: tuple[float, float] | None = None) -> None:
         """One run's value; with the proxy's CPU seconds and the work done (requests,
-        handshakes, MB) also the work per proxy core-second."""
+        handshakes, MB) also the work per proxy core-second; with `split` (user and kernel
+        seconds, from timed()) also the proxy's user and kernel microseconds per unit of work."""
         v = self.metrics[mid]["values"].setdefault(who, {"runs": [], "cpu_s": [], "per_cpu_s": []})
         v["runs"].append(value)
         if cpu_s is not None:
             v["cpu_s"].append(round(cpu_s, 2))
             v["per_cpu_s"].append(work / cpu_s if (value is not None and work is not None
                                                    and cpu_s > 0.05) else None)
+        if split is not None and value is not None and work:
+            v.setdefault("user_us", []).append(split[0] * 1e6 / work)
+            v.setdefault("kernel_us", []).append(split[1] * 1e6 / work)
 
     def proxy_order(self, rep: int) -> list[str]:
         ps = list(self.a.proxies)
@@ -582,11 +630,14 @@ backend be_app
         log("crypto: " + ", ".join(f"{k} {v:,.0f}" for k, v in c.items() if k != "raw"))
 
     def timed(self, px: dict, fn):
-        """Runs fn() and returns (its result, the proxy's CPU seconds meanwhile)."""
+        """Runs fn() and returns (its result, the proxy's CPU seconds meanwhile); the user and
+        kernel parts of those seconds stay in self.last_split for record(split=...)."""
         pids = px["pids"]
-        c0 = cpu_seconds(pids)
+        u0, k0 = cpu_times(pids)
         r = fn()
-        return r, cpu_seconds(pids) - c0
+        u1, k1 = cpu_times(pids)
+        self.last_split = (u1 - u0, k1 - k0)
+        return r, (u1 - u0) + (k1 - k0)
 
     def step_handshake(self, rep: int) -> None:
         a = self.a
@@ -602,7 +653,7 @@ backend be_app
                 (rate, count), cpu = self.timed(
                     px, lambda: self.s_time(px["port"], reuse, a.seconds, par))
                 self.stop_proxy(px)
-                self.record(mid, name, rate, cpu, count)
+                self.record(mid, name, rate, cpu, count, split=self.last_split)
                 log(f"handshake {mid} rep {rep + 1}/{a.reps} {name}: {rate:,.0f}/s "
                     f"(proxy CPU {cpu:.1f} s of {a.seconds:.0f} s)")
         # Ours: eas-load storm, every device its own certificate, all at once.
@@ -651,7 +702,7 @@ backend be_app
                 errs = j.get("error_count", 0)
                 sync = j["commands"].get("Sync", {})
                 self.record(m_rps, name, j["requests"]["per_s"] if not errs else None, cpu,
-                            j["requests"]["ok"])
+                            j["requests"]["ok"], split=self.last_split)
                 self.record(f"ka_{conns}_p50", name, sync.get("p50_ms"))
                 self.record(f"ka_{conns}_p99", name, sync.get("p99_ms"))
                 log(f"keep-alive {conns} conn rep {rep + 1}/{a.reps} {name} eas-load: "
@@ -660,7 +711,7 @@ backend be_app
                 r, cpu = self.timed(px, lambda: self.ab(url, conns, a.seconds, True))
                 self.stop_proxy(px)
                 self.record(f"ab_{conns}_rps", name, r["rps"] if not r["errors"] else None, cpu,
-                            r["count"])
+                            r["count"], split=self.last_split)
                 self.record(f"ab_{conns}_p99", name, r["p99_ms"])
                 log(f"keep-alive {conns} conn rep {rep + 1}/{a.reps} {name} ab: {r['rps']:,.0f} "
                     f"req/s p99 {r['p99_ms']:.0f} ms errors {r['errors']} (proxy CPU {cpu:.1f} s)")
@@ -817,7 +868,7 @@ backend be_app
         failed = re.search(r"^Failed requests:\s+(\d+)", r.stdout, re.M)
         non2xx = re.search(r"^Non-2xx responses:\s+(\d+)", r.stdout, re.M)
         if not done or int(done.group(1)) != n or (failed and int(failed.group(1))) or non2xx:
-            fail(f"ab -n {n} against cbagate did not complete cleanly: {r.stdout[-1500:]} {r.stderr[-800:]}")
+            fail(f"ab -n {n} against port {port} did not complete cleanly: {r.stdout[-1500:]} {r.stderr[-800:]}")
         return n
 
     def sync_n(self, port: int, n: int, timeout: float = 600) -> int:
@@ -918,39 +969,66 @@ backend be_app
             log(f"counters: {shim} is not built; no allocation counts")
 
         # Instructions: callgrind counts them on any machine (no hardware counters needed).
+        # The keep-alive GET also for the peers, by where the instructions go (own code,
+        # OpenSSL, libc and allocator): what is left to gain is in the proxy's own part.
         if shutil.which("valgrind") and shutil.which("callgrind_control"):
-            cg = self.work / "callgrind.out"
-            px = self.start_proxy("cbagate", self.nb_port, "ec",
-                                  wrap=["valgrind", "--tool=callgrind", "--quiet",
-                                        f"--callgrind-out-file={cg}"])
-            pid = px["mains"][0].pid
-
-            def instructions(fn) -> int:
-                subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
-                fn()
-                before = set(self.work.glob("callgrind.out*"))
-                subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
-                new = wait_for(lambda: sorted(set(self.work.glob("callgrind.out*")) - before),
-                               "a callgrind dump", timeout=60)
-                text = wait_for(lambda: (t := new[-1].read_text()) and re.search(
-                    r"^(?:totals|summary):\s+(\d+)", t, re.M) and t, "the callgrind totals", timeout=60)
-                return int(re.search(r"^(?:totals|summary):\s+(\d+)", text, re.M).group(1))
-
-            self.ab_n(px["port"], 20, True)
-            i1 = instructions(lambda: self.ab_n(px["port"], n1 // 2, True))
-            i2 = instructions(lambda: self.ab_n(px["port"], n2 // 2, True))
-            res["keepalive_instructions_per_req"] = (i2 - i1) / (n2 // 2 - n1 // 2)
-            self.sync_n(px["port"], 10)
-            i1 = instructions(lambda: self.sync_n(px["port"], n1 // 2))
-            i2 = instructions(lambda: self.sync_n(px["port"], n2 // 2))
-            res["sync_instructions_per_req"] = (i2 - i1) / (n2 // 2 - n1 // 2)
-            kk = max(10, k // 3)
-            res["handshake_instructions_per_conn"] = instructions(lambda: self.ab_n(px["port"], kk, False)) / kk
-            self.stop_proxy(px)
+            # More requests than above: a handshake's own cost is not the same every time
+            # (OpenSSL's random generator reseeds, the ticket keys, the allocator), and the
+            # difference of two loads must be large enough for that to vanish in it.
+            c1, c2 = (200, 2200) if a.quick else (500, 5500)
+            for name in [p for p in PROXIES if p in a.proxies]:
+                self.count_instructions(name, res, c1, c2, k)
         else:
             log("counters: valgrind is not installed; no instruction counts")
-        log("counters (cbagate, per request): " + ", ".join(
+        log("counters (per request): " + ", ".join(
             f"{key} {val:,.1f}" for key, val in res.items() if val is not None))
+
+    def count_instructions(self, name: str, res: dict, n1: int, n2: int, k: int) -> None:
+        """Instructions per keep-alive GET (and for cbagate per Sync and per new connection),
+        the difference of two loads under callgrind; res gets them, with the GET's split."""
+        cg = self.work / f"callgrind-{name}.out"
+        px = self.start_proxy(name, self.nb_port, "ec",
+                              wrap=["valgrind", "--tool=callgrind", "--quiet",
+                                    f"--callgrind-out-file={cg}"])
+        pid = px["mains"][0].pid
+
+        def instructions(fn) -> dict[str, int]:
+            subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+            fn()
+            before = set(self.work.glob(f"{cg.name}*"))
+            subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+            new = wait_for(lambda: sorted(set(self.work.glob(f"{cg.name}*")) - before),
+                           "a callgrind dump", timeout=60)
+            text = wait_for(lambda: (t := new[-1].read_text()) and re.search(
+                r"^(?:totals|summary):\s+(\d+)", t, re.M) and t, "the callgrind totals", timeout=60)
+            out = callgrind_by_group(text)
+            out["total"] = int(re.search(r"^(?:totals|summary):\s+(\d+)", text, re.M).group(1))
+            return out
+
+        def per(i1: dict, i2: dict, n: int) -> dict[str, float]:
+            return {key: (i2[key] - i1[key]) / n for key in i2}
+
+        # The first dump after a load holds in its cost lines a few million instructions that
+        # ran before the zeroing (its "totals" exceed its "summary"): a warm-up load with a dump
+        # to throw away, then the two that count.
+        instructions(lambda: self.ab_n(px["port"], 20, True))
+        d = n2 - n1
+        i1 = instructions(lambda: self.ab_n(px["port"], n1, True))
+        i2 = instructions(lambda: self.ab_n(px["port"], n2, True))
+        get = per(i1, i2, d)
+        suffix = "" if name == "cbagate" else f"_{name}"
+        res["keepalive_instructions_per_req" + suffix] = get["total"]
+        for g in ("own", *(g for g, _ in CG_GROUPS)):
+            res[f"keepalive_instructions_{g}_per_req{suffix}"] = get[g]
+        if name == "cbagate":
+            self.sync_n(px["port"], 10)
+            i1 = instructions(lambda: self.sync_n(px["port"], n1))
+            i2 = instructions(lambda: self.sync_n(px["port"], n2))
+            res["sync_instructions_per_req"] = per(i1, i2, d)["total"]
+            kk = max(10, k // 3)
+            res["handshake_instructions_per_conn"] = instructions(
+                lambda: self.ab_n(px["port"], kk, False))["total"] / kk
+        self.stop_proxy(px)
 
     # -- run --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -1017,6 +1095,9 @@ backend be_app
                 if v.get("cpu_s"):
                     v["cpu_s_median"] = med(v["cpu_s"])
                     v["per_cpu_s_median"] = med(v.get("per_cpu_s") or [])
+                if v.get("user_us"):
+                    v["user_us_median"] = med(v["user_us"])
+                    v["kernel_us_median"] = med(v["kernel_us"])
 
     def table(self) -> str:
         a = self.a
@@ -1059,6 +1140,28 @@ backend be_app
             lines.append("|" + "---|" * len(head))
             for label, vals, unit in per_rows:
                 row(label, vals, unit)
+        split_rows = [(m["label"], m["values"]) for m in self.metrics.values()
+                      if any(v.get("user_us_median") is not None for v in m["values"].values())]
+        if split_rows:
+            lines.append("")
+            lines.append("The proxy's CPU per request or handshake, microseconds in user space + in "
+                         "the kernel (/proc/PID/stat utime + stime over the load, medians); the ratios "
+                         "compare the user-space parts, then the totals:")
+            lines.append("")
+            shead = ["metric"] + [names[p] for p in ps] + [f"cbagate/{names[p]}" for p in ratios]
+            lines.append("| " + " | ".join(shead) + " |")
+            lines.append("|" + "---|" * len(shead))
+            for label, vals in split_rows:
+                cells = [label]
+                for p in ps:
+                    u, k = vals.get(p, {}).get("user_us_median"), vals.get(p, {}).get("kernel_us_median")
+                    cells.append(f"{u:,.1f} + {k:,.1f}" if u is not None else "–")
+                cu, ck = (vals.get("cbagate", {}).get(x) for x in ("user_us_median", "kernel_us_median"))
+                for p in ratios:
+                    ou, ok = (vals.get(p, {}).get(x) for x in ("user_us_median", "kernel_us_median"))
+                    cells.append(f"{cu / ou:.2f}, {(cu + ck) / (ou + ok):.2f}"
+                                 if cu is not None and ou else "–")
+                lines.append("| " + " | ".join(cells) + " |")
         c = self.results.get("crypto", {})
         notes = [f"\nMedians of {a.reps} run(s), {a.seconds:.0f} s each; proxy on core "
                  f"{self.core_proxy}, load and backends on core {self.core_load}; "
@@ -1098,6 +1201,19 @@ backend be_app
                 f"{c('handshake_allocs_per_conn')} allocations "
                 f"({c('handshake_alloc_bytes_per_conn')} bytes), "
                 f"{c('handshake_syscalls_per_conn', '{:,.1f}')} system calls.")
+        if cnt.get("keepalive_instructions_own_per_req") is not None:
+            parts = []
+            for p in ps:
+                sfx = "" if p == "cbagate" else f"_{p}"
+                if cnt.get(f"keepalive_instructions_per_req{sfx}") is None:
+                    continue
+                parts.append(f"{names[p]} {cnt[f'keepalive_instructions_per_req{sfx}']:,.0f} "
+                             f"({cnt[f'keepalive_instructions_own_per_req{sfx}']:,.0f} / "
+                             f"{cnt[f'keepalive_instructions_openssl_per_req{sfx}']:,.0f} / "
+                             f"{cnt[f'keepalive_instructions_libc_alloc_per_req{sfx}']:,.0f})")
+            notes.append("Instructions per keep-alive GET, all three under callgrind (ab -k, one "
+                         "connection; the proxy's own code / OpenSSL / libc and allocator): "
+                         + "; ".join(parts) + ".")
         notes.append("Backend alone: plain HTTP to the same backend (nginx for GET, mock-exchange "
                      "for the upload) with the same driver. Ratios > 1 are better for rates, < 1 "
                      "for latency and memory.")
