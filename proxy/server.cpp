@@ -25,6 +25,7 @@
 #include "admin/admin_server.hpp"
 #include "config/load.hpp"
 #include "http/metrics.hpp"
+#include "http/relay.hpp"
 #include "http/runtime.hpp"
 #include "io_thread.hpp"
 #include "listener.hpp"
@@ -468,13 +469,20 @@ class server {
     return boost::json::serialize(o);
   }
 
+  // Each I/O thread's tick: every 5 s it sweeps the idle backend connections past their idle
+  // timeout. It runs every 500 ms, shorter than http::park_after (1 s), for another reason:
+  // Asio re-arms its timerfd (one system call) whenever a new timer becomes the earliest, and a
+  // request waiting for its response arms a timer park_after ahead. With the tick always due
+  // sooner, that timer never is the earliest: at one connection this saved 0.8 system calls
+  // per request (issue 14); the tick itself costs about two wake-ups a second per thread.
   net::awaitable<void> sweep_loop(io_thread& w) {
+    static_assert(std::chrono::milliseconds(500) < http::park_after);
     net::steady_timer t(w.ioc);
-    while (!w.state.draining) {
-      t.expires_after(std::chrono::seconds(5));
+    for (unsigned tick = 1; !w.state.draining; ++tick) {
+      t.expires_after(std::chrono::milliseconds(500));
       auto [ec] = co_await t.async_wait(use_tuple);
       if (ec) co_return;
-      if (w.state.pool) w.state.pool->sweep();
+      if (tick % 10 == 0 && w.state.pool) w.state.pool->sweep();
     }
   }
 

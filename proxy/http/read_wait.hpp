@@ -12,7 +12,12 @@
 //    keep-alive request costs a peek here instead of epoll_ctl, while the waits after EAGAIN
 //    (each round trip of a handshake, a body still coming) cost nothing;
 //  - an event came since the last completed wait (Asio's per-descriptor "try speculative"
-//    flag): Asio calls perform() at once, which peeks;
+//    flag): Asio calls perform() at once, which peeks, unless the socket was found drained
+//    (EAGAIN, by that first peek or by the caller's own recv) in this same handler run: no
+//    event can have been harvested since, as the reactor runs only between handlers, so an
+//    arrival after that EAGAIN has its event still to come. (The flag stays set after an op
+//    that completed speculatively with bytes; without this, such a socket paid two peeks per
+//    wait.)
 //  - otherwise the operation is queued on the descriptor, already registered for EPOLLIN in
 //    edge-triggered mode: nothing arrived since the socket was drained and no event was
 //    missed, so the next arrival's event completes it. No system call.
@@ -30,6 +35,7 @@
 #include <sys/socket.h>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/version.hpp>
 
@@ -50,6 +56,19 @@
 #endif
 
 namespace cbagate::http::detail {
+
+/** What the waiter knows of the socket's receive side when it starts a read wait. */
+enum class recv_state {
+  /** The last recv returned bytes (or none was made): bytes, an end of stream or an error may
+      be there without a readiness event to come. The wait looks first (one peek). */
+  maybe_pending,
+  /** The last recv ended in EAGAIN, in an earlier handler run: events may have been harvested
+      since (the reactor's flag says; a peek then). */
+  drained,
+  /** A recv ended in EAGAIN in this same handler run (nothing ran the reactor since): nothing
+      is pending that an event will not report. No system call. */
+  drained_now,
+};
 
 #if CBAGATE_HAS_READ_WAIT
 
@@ -83,6 +102,7 @@ class read_wait_op : public ad::reactor_op {
         work_(handler_, io_ex) {}
 
   bool initiating = true;  // perform() called from start_op (speculatively), not on an event
+  bool drained_now = false;  // found drained in this handler run: start_op need not look
 
   /** One peek: whether bytes, an end of stream or an error are there to be read. */
   static bool ready_now(int fd) noexcept {
@@ -94,6 +114,7 @@ class read_wait_op : public ad::reactor_op {
   static status do_perform(ad::reactor_op* base) {
     auto* o = static_cast<read_wait_op*>(base);
     if (!o->initiating) return done_and_exhausted;  // readiness event: EPOLLIN, ERR or HUP
+    if (o->drained_now) return not_done;             // queued without a look (see above)
     return ready_now(o->fd_) ? done : not_done;
   }
 
@@ -138,13 +159,13 @@ class read_wait_cancellation {
 
 /**
  * Completes `handler(error_code)` when `sock` can be read (bytes, end of stream or an error),
- * or with operation_aborted when the socket is cancelled or closed. `maybe_pending`: the last
- * read of the socket did not end in EAGAIN, so bytes, an end of stream or an error may be
- * waiting without a readiness event to come.
+ * or with operation_aborted when the socket is cancelled or closed. `st`: what the caller
+ * knows of the socket (recv_state); `drained_now` is trusted, so a caller that says so
+ * wrongly would wait for the next arrival with bytes already there.
  */
 template <class Handler>
 void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reactor,
-                     bool maybe_pending, Handler&& handler) {
+                     recv_state st, Handler&& handler) {
   using handler_type = std::decay_t<Handler>;
   using op = read_wait_op<handler_type, boost::asio::any_io_executor>;
   auto& impl = socket_registration::of(sock);
@@ -154,10 +175,14 @@ void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reac
   p.p = new (p.v) op(impl.socket_, handler, sock.get_executor());
   op* const o = p.p;
   p.v = p.p = nullptr;
-  if (maybe_pending && op::ready_now(impl.socket_)) {
-    reactor.post_immediate_completion(o, is_continuation);
-    return;
+  if (st == recv_state::maybe_pending) {
+    if (op::ready_now(impl.socket_)) {
+      reactor.post_immediate_completion(o, is_continuation);
+      return;
+    }
+    st = recv_state::drained_now;
   }
+  o->drained_now = st == recv_state::drained_now;
   if (slot.is_connected())
     o->cancellation_key_ =
         &slot.template emplace<read_wait_cancellation>(&reactor, &impl.reactor_data_, impl.socket_);
@@ -169,5 +194,24 @@ void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reac
 }
 
 #endif  // CBAGATE_HAS_READ_WAIT
+
+/**
+ * A read-readiness wait on a plain TCP socket as an asynchronous operation (any completion
+ * token; signature void(error_code)): async_read_wait where it is compiled, else Asio's
+ * async_wait(wait_read), which re-arms the descriptor with epoll_ctl.
+ */
+template <class Token>
+auto async_wait_readable(boost::asio::ip::tcp::socket& sock, recv_state st, Token&& token) {
+  return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
+      [&sock, st](auto handler) {
+#if CBAGATE_HAS_READ_WAIT
+        async_read_wait(sock, reactor_of(sock), st, std::move(handler));
+#else
+        (void)st;
+        sock.async_wait(boost::asio::socket_base::wait_read, std::move(handler));
+#endif
+      },
+      token);
+}
 
 }  // namespace cbagate::http::detail

@@ -22,6 +22,7 @@
 #include <spdlog/spdlog.h>
 
 #include "http/flat_parser.hpp"
+#include "http/read_wait.hpp"
 #include "http/sanitize.hpp"
 #include "http/serialize.hpp"
 #include "observability/log.hpp"
@@ -110,9 +111,9 @@ void arm_watch_timer(const std::shared_ptr<client_watch>& watch, steady::time_po
 
 // True when a whole response header is already at hand for a plain backend connection: in
 // ubuf, or in the socket (read into ubuf without waiting). A TLS backend is never asked (its
-// bytes go through OpenSSL).
+// bytes go through OpenSSL). `drained`, when given, says whether the look ended in EAGAIN.
 template <class Up>
-bool response_header_ready(Up& up, beast::flat_buffer& ubuf) {
+bool response_header_ready(Up& up, beast::flat_buffer& ubuf, bool* drained = nullptr) {
   const auto complete = [&ubuf] {
     const std::string_view d(static_cast<const char*>(ubuf.data().data()), ubuf.size());
     return d.find("\r\n\r\n") != std::string_view::npos;
@@ -125,6 +126,7 @@ bool response_header_ready(Up& up, beast::flat_buffer& ubuf) {
     // would then stay allocated for the whole hold (4 KiB per held Ping).
     std::array<char, 4096> tmp;
     const ssize_t n = ::recv(sock.native_handle(), tmp.data(), tmp.size(), MSG_DONTWAIT);
+    if (drained != nullptr) *drained = n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
     if (n <= 0) return false;  // nothing yet, or closed: the asynchronous read tells which
     const auto len = static_cast<std::size_t>(n);
     net::buffer_copy(ubuf.prepare(len), net::buffer(tmp.data(), len));
@@ -429,7 +431,8 @@ net::awaitable<header_step> receive_response_header(exchange<Up>& x) {
       if (x.plan.head) res_p.skip(true);
       const steady::time_point deadline = steady::now() + x.plan.response_timeout;
       x.utcp.expires_at(deadline);
-      at_hand = response_header_ready(x.up, x.ubuf);
+      bool drained = false;
+      at_hand = response_header_ready(x.up, x.ubuf, &drained);
       if (!at_hand) {
         // A held request (an ActiveSync Ping, up to an hour) keeps only a wait on the backend
         // and a readiness wait on the client socket, whose handler cancels the backend wait
@@ -461,8 +464,12 @@ net::awaitable<header_step> receive_response_header(exchange<Up>& x) {
           watch->until = deadline;
           watch->grace = may_park;
           arm_watch_timer(watch, may_park ? steady::now() + park_after : deadline);
-          std::tie(ec) = co_await x.up.socket().async_wait(
-              net::socket_base::wait_read, net::bind_allocator(exact_allocator<void>(), use_tuple));
+          // The look above found the socket drained (EAGAIN) in this same handler run: the
+          // readiness wait then needs no system call (read_wait.hpp); Asio's async_wait would
+          // re-arm the descriptor with epoll_ctl.
+          std::tie(ec) = co_await detail::async_wait_readable(
+              x.up.socket(), drained ? detail::recv_state::drained_now : detail::recv_state::maybe_pending,
+              net::bind_allocator(exact_allocator<void>(), use_tuple));
           if (ec == net::error::operation_aborted && watch->park && !watch->fired) {
             watch->grace = watch->park = false;
             watch_client_socket(c, watch);

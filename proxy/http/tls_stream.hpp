@@ -402,7 +402,7 @@ class tls_stream {
         at = phase::waiting;
         s->waiting = true;
         arm(s);
-        return wait_readable(*s, std::move(self));
+        return wait_readable(*s, false, std::move(self));
       }
       if (ERR_peek_error() != 0) ERR_clear_error();  // SSL_get_error needs an empty queue
       errno = 0;
@@ -414,18 +414,26 @@ class tls_stream {
         at = phase::waiting;
         s->waiting = true;
         arm(s);
-        if (e == SSL_ERROR_WANT_READ) return wait_readable(*s, std::move(self));
+        // WANT_READ: the BIO's recv just ended in EAGAIN (or was interrupted: maybe_pending).
+        if (e == SSL_ERROR_WANT_READ) return wait_readable(*s, true, std::move(self));
         s->sock.async_wait(net::socket_base::wait_write, std::move(self));
         return;
       }
       return finish(self, error_for(*s, e, r), 0);
     }
 
+    // `just_read`: the BIO's last recv was made in this handler run (SSL_ERROR_WANT_READ), so
+    // a drained socket cannot have had an event harvested since (read_wait.hpp).
     template <class Self>
-    static void wait_readable(state& st, Self&& self) {
+    static void wait_readable(state& st, bool just_read, Self&& self) {
 #if CBAGATE_HAS_READ_WAIT
-      detail::async_read_wait(st.sock, *st.reactor, st.maybe_pending, std::move(self));
+      detail::async_read_wait(st.sock, *st.reactor,
+                              st.maybe_pending ? detail::recv_state::maybe_pending
+                              : just_read      ? detail::recv_state::drained_now
+                                               : detail::recv_state::drained,
+                              std::move(self));
 #else
+      (void)just_read;
       st.sock.async_wait(boost::asio::socket_base::wait_read, std::move(self));
 #endif
     }

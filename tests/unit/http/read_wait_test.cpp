@@ -21,6 +21,7 @@ namespace {
 namespace net = boost::asio;
 using net::ip::tcp;
 using cbagate::http::detail::async_read_wait;
+using cbagate::http::detail::recv_state;
 using cbagate::http::detail::reactor_of;
 
 struct pair_fixture {
@@ -35,9 +36,9 @@ struct pair_fixture {
     acc.accept(server);
     server.non_blocking(true);
   }
-  void wait(bool maybe_pending) {
+  void wait(recv_state st) {
     result.reset();
-    async_read_wait(server, reactor_of(server), maybe_pending,
+    async_read_wait(server, reactor_of(server), st,
                     [this](boost::system::error_code ec) { result = ec; });
   }
   void send(const char* bytes, std::size_t n) { net::write(client, net::buffer(bytes, n)); }
@@ -55,7 +56,7 @@ struct pair_fixture {
 
 TEST_CASE("read_wait: queued on an empty socket, completed by the next arrival") {
   pair_fixture f;
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.settle();
   CHECK_FALSE(f.result);  // nothing there: the wait is pending
   f.send("x", 1);
@@ -68,7 +69,7 @@ TEST_CASE("read_wait: queued on an empty socket, completed by the next arrival")
 TEST_CASE("read_wait: bytes that came while nobody waited complete the next wait at once") {
   pair_fixture f;
   // A first wait and its event, so that the descriptor is registered and exhausted.
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.send("a", 1);
   f.settle();
   REQUIRE(f.result);
@@ -77,7 +78,7 @@ TEST_CASE("read_wait: bytes that came while nobody waited complete the next wait
   // proxy talks to the backend): the next wait must not sleep on an edge already consumed.
   f.send("b", 1);
   f.settle();
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.settle();
   REQUIRE(f.result);
   CHECK_FALSE(*f.result);
@@ -86,7 +87,7 @@ TEST_CASE("read_wait: bytes that came while nobody waited complete the next wait
 
 TEST_CASE("read_wait: bytes left behind by a full read are seen only when the reader says so") {
   pair_fixture f;
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.send("ab", 2);
   f.settle();
   REQUIRE(f.result);
@@ -94,7 +95,7 @@ TEST_CASE("read_wait: bytes left behind by a full read are seen only when the re
   // new event will come for it. A wait told so looks first and completes.
   char one = 0;
   REQUIRE(::recv(f.server.native_handle(), &one, 1, MSG_DONTWAIT) == 1);
-  f.wait(true);
+  f.wait(recv_state::maybe_pending);
   f.settle();
   REQUIRE(f.result);
   CHECK_FALSE(*f.result);
@@ -103,7 +104,7 @@ TEST_CASE("read_wait: bytes left behind by a full read are seen only when the re
 
 TEST_CASE("read_wait: an end of stream that came with the last bytes is seen when the reader says so") {
   pair_fixture f;
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.settle();
   REQUIRE_FALSE(f.result);
   // A client that sends its last request and closes at once: the bytes and the FIN make one
@@ -116,7 +117,7 @@ TEST_CASE("read_wait: an end of stream that came with the last bytes is seen whe
   // come for it. Not waiting on it would keep a dead connection until its idle timeout.
   char two[8];
   REQUIRE(::recv(f.server.native_handle(), two, sizeof two, MSG_DONTWAIT) == 2);
-  f.wait(true);
+  f.wait(recv_state::maybe_pending);
   f.settle();
   REQUIRE(f.result);
   CHECK_FALSE(*f.result);
@@ -124,9 +125,77 @@ TEST_CASE("read_wait: an end of stream that came with the last bytes is seen whe
   CHECK(::recv(f.server.native_handle(), &byte, 1, MSG_DONTWAIT) == 0);
 }
 
+TEST_CASE("read_wait: after the waiter's own EAGAIN, an arrival completes the wait") {
+  pair_fixture f;
+  // An event harvested while nobody waited sets Asio's flag (as a backend's answer read
+  // without a wait does); the bytes are then read to EAGAIN in the same handler run.
+  f.wait(recv_state::drained);
+  f.send("a", 1);
+  f.settle();
+  REQUIRE(f.result);
+  f.send("b", 1);
+  f.settle();
+  CHECK(f.drain() == 2);
+  REQUIRE(f.drain() == 0);  // EAGAIN: drained now
+  f.wait(recv_state::drained_now);
+  f.settle();
+  CHECK_FALSE(f.result);  // queued: nothing there
+  f.send("c", 1);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  CHECK(f.drain() == 1);
+}
+
+TEST_CASE("read_wait: drained_now is trusted: the wait does not look") {
+  pair_fixture f;
+  f.wait(recv_state::drained);
+  f.send("a", 1);
+  f.settle();
+  REQUIRE(f.result);
+  // A byte is there, its event consumed by the wait above, and the caller claims EAGAIN: the
+  // wait queues without a peek (what saves the system call) and sleeps until the next event.
+  f.wait(recv_state::drained_now);
+  f.settle();
+  CHECK_FALSE(f.result);
+  // The same socket and flag with `drained`: the reactor's flag makes it look, and it
+  // completes at once.
+  f.server.cancel();
+  f.settle();
+  REQUIRE(f.result);
+  f.send("b", 1);
+  f.settle();  // event harvested with no wait pending: Asio's flag is set
+  f.wait(recv_state::drained);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  CHECK(f.drain() == 2);
+}
+
+TEST_CASE("read_wait: a look that finds the socket empty queues the wait, and the next arrival completes it") {
+  pair_fixture f;
+  // Bytes read to the end by a full read (the reader cannot know it was the end): the look
+  // says EAGAIN, and the wait must still complete on the next arrival although the reactor's
+  // flag (set by the harvested event) is not consulted again.
+  f.wait(recv_state::drained);
+  f.send("ab", 2);
+  f.settle();
+  REQUIRE(f.result);
+  char two[2];
+  REQUIRE(::recv(f.server.native_handle(), two, sizeof two, MSG_DONTWAIT) == 2);
+  f.wait(recv_state::maybe_pending);
+  f.settle();
+  CHECK_FALSE(f.result);
+  f.send("c", 1);
+  f.settle();
+  REQUIRE(f.result);
+  CHECK_FALSE(*f.result);
+  CHECK(f.drain() == 1);
+}
+
 TEST_CASE("read_wait: an end of stream completes the wait") {
   pair_fixture f;
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.settle();
   CHECK_FALSE(f.result);
   f.client.shutdown(tcp::socket::shutdown_send);
@@ -139,7 +208,7 @@ TEST_CASE("read_wait: an end of stream completes the wait") {
 
 TEST_CASE("read_wait: cancel and close abort a pending wait") {
   pair_fixture f;
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.settle();
   REQUIRE_FALSE(f.result);
   f.server.cancel();
@@ -147,7 +216,7 @@ TEST_CASE("read_wait: cancel and close abort a pending wait") {
   REQUIRE(f.result);
   CHECK(*f.result == net::error::operation_aborted);
 
-  f.wait(false);
+  f.wait(recv_state::drained);
   f.settle();
   REQUIRE_FALSE(f.result);
   f.server.close();
@@ -159,7 +228,7 @@ TEST_CASE("read_wait: cancel and close abort a pending wait") {
 TEST_CASE("read_wait: a cancellation slot aborts the wait (awaitable operators ||)") {
   pair_fixture f;
   net::cancellation_signal signal;
-  async_read_wait(f.server, reactor_of(f.server), false,
+  async_read_wait(f.server, reactor_of(f.server), recv_state::drained,
                   net::bind_cancellation_slot(signal.slot(), [&f](boost::system::error_code ec) {
                     f.result = ec;
                   }));
