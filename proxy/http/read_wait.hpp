@@ -21,9 +21,15 @@
 //  - otherwise the operation is queued on the descriptor, already registered for EPOLLIN in
 //    edge-triggered mode: nothing arrived since the socket was drained and no event was
 //    missed, so the next arrival's event completes it. No system call.
-// On an event, perform() reports "done and exhausted" without a call: Asio then knows the
-// descriptor has no news until its next event. A wake-up for bytes somebody else has read
-// meanwhile only costs a spurious wait (the next OpenSSL call says WANT_READ again).
+// On an event, perform() reports "done and exhausted" without a call when the waiter is the
+// socket's sole reader (tls_stream: its BIO's recv and these waits, no Asio read operation):
+// Asio then knows the descriptor has no news until its next event. A wake-up for bytes
+// somebody else has read meanwhile only costs a spurious wait (the next OpenSSL call says
+// WANT_READ again). A socket that Asio's own read operations also read (a plain backend
+// connection, read by Beast) must not be marked so: an operation started after the waiter's
+// own recv would trust the mark and skip its first look, and sleep on an end of stream or a
+// reset whose event this wait consumed. There the event reports "done", as Asio's async_wait
+// does.
 //
 // It reaches into Asio's reactor (boost/asio/detail), so it is compiled only for the Asio this
 // project builds with (Debian 12: Boost 1.81, epoll); elsewhere the wait is async_wait.
@@ -103,6 +109,7 @@ class read_wait_op : public ad::reactor_op {
 
   bool initiating = true;  // perform() called from start_op (speculatively), not on an event
   bool drained_now = false;  // found drained in this handler run: start_op need not look
+  bool sole_reader = false;  // no Asio read operation reads this socket (see above)
 
   /** One peek: whether bytes, an end of stream or an error are there to be read. */
   static bool ready_now(int fd) noexcept {
@@ -113,7 +120,8 @@ class read_wait_op : public ad::reactor_op {
 
   static status do_perform(ad::reactor_op* base) {
     auto* o = static_cast<read_wait_op*>(base);
-    if (!o->initiating) return done_and_exhausted;  // readiness event: EPOLLIN, ERR or HUP
+    if (!o->initiating)  // readiness event: EPOLLIN, ERR or HUP
+      return o->sole_reader ? done_and_exhausted : done;
     if (o->drained_now) return not_done;             // queued without a look (see above)
     return ready_now(o->fd_) ? done : not_done;
   }
@@ -161,11 +169,12 @@ class read_wait_cancellation {
  * Completes `handler(error_code)` when `sock` can be read (bytes, end of stream or an error),
  * or with operation_aborted when the socket is cancelled or closed. `st`: what the caller
  * knows of the socket (recv_state); `drained_now` is trusted, so a caller that says so
- * wrongly would wait for the next arrival with bytes already there.
+ * wrongly would wait for the next arrival with bytes already there. `sole_reader`: no Asio
+ * read operation ever reads this socket (see the top of this file).
  */
 template <class Handler>
 void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reactor,
-                     recv_state st, Handler&& handler) {
+                     recv_state st, bool sole_reader, Handler&& handler) {
   using handler_type = std::decay_t<Handler>;
   using op = read_wait_op<handler_type, boost::asio::any_io_executor>;
   auto& impl = socket_registration::of(sock);
@@ -183,6 +192,7 @@ void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reac
     st = recv_state::drained_now;
   }
   o->drained_now = st == recv_state::drained_now;
+  o->sole_reader = sole_reader;
   if (slot.is_connected())
     o->cancellation_key_ =
         &slot.template emplace<read_wait_cancellation>(&reactor, &impl.reactor_data_, impl.socket_);
@@ -196,16 +206,17 @@ void async_read_wait(boost::asio::ip::tcp::socket& sock, ad::epoll_reactor& reac
 #endif  // CBAGATE_HAS_READ_WAIT
 
 /**
- * A read-readiness wait on a plain TCP socket as an asynchronous operation (any completion
- * token; signature void(error_code)): async_read_wait where it is compiled, else Asio's
- * async_wait(wait_read), which re-arms the descriptor with epoll_ctl.
+ * A read-readiness wait on a plain TCP socket that Asio's (Beast's) read operations may also
+ * read, as an asynchronous operation (any completion token; signature void(error_code)):
+ * async_read_wait where it is compiled, else Asio's async_wait(wait_read), which re-arms the
+ * descriptor with epoll_ctl.
  */
 template <class Token>
 auto async_wait_readable(boost::asio::ip::tcp::socket& sock, recv_state st, Token&& token) {
   return boost::asio::async_initiate<Token, void(boost::system::error_code)>(
       [&sock, st](auto handler) {
 #if CBAGATE_HAS_READ_WAIT
-        async_read_wait(sock, reactor_of(sock), st, std::move(handler));
+        async_read_wait(sock, reactor_of(sock), st, /*sole_reader=*/false, std::move(handler));
 #else
         (void)st;
         sock.async_wait(boost::asio::socket_base::wait_read, std::move(handler));

@@ -431,7 +431,7 @@ class tls_stream {
                               st.maybe_pending ? detail::recv_state::maybe_pending
                               : just_read      ? detail::recv_state::drained_now
                                                : detail::recv_state::drained,
-                              std::move(self));
+                              /*sole_reader=*/true, std::move(self));
 #else
       (void)just_read;
       st.sock.async_wait(boost::asio::socket_base::wait_read, std::move(self));

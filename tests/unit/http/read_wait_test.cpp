@@ -38,7 +38,7 @@ struct pair_fixture {
   }
   void wait(recv_state st) {
     result.reset();
-    async_read_wait(server, reactor_of(server), st,
+    async_read_wait(server, reactor_of(server), st, /*sole_reader=*/true,
                     [this](boost::system::error_code ec) { result = ec; });
   }
   void send(const char* bytes, std::size_t n) { net::write(client, net::buffer(bytes, n)); }
@@ -193,6 +193,33 @@ TEST_CASE("read_wait: a look that finds the socket empty queues the wait, and th
   CHECK(f.drain() == 1);
 }
 
+TEST_CASE("read_wait: on a socket Asio also reads, a reset that came with the event is seen by Asio's next read") {
+  // A plain backend connection: the relay waits with async_wait_readable, reads what is there
+  // with its own recv, and Beast reads the rest. The backend's last bytes and its reset make
+  // one event, consumed by the wait; Asio's next read must still look at the socket.
+  pair_fixture f;
+  std::optional<boost::system::error_code> waited;
+  cbagate::http::detail::async_wait_readable(
+      f.server, recv_state::drained_now, [&waited](boost::system::error_code ec) { waited = ec; });
+  f.settle();
+  REQUIRE_FALSE(waited);
+  f.send("ab", 2);
+  f.client.set_option(net::socket_base::linger(true, 0));
+  f.client.close();  // RST after the bytes
+  f.settle();
+  REQUIRE(waited);
+  CHECK_FALSE(*waited);
+  char two[8];
+  REQUIRE(::recv(f.server.native_handle(), two, sizeof two, MSG_DONTWAIT) == 2);
+  std::optional<boost::system::error_code> read;
+  char more[8];
+  f.server.async_read_some(net::buffer(more),
+                           [&read](boost::system::error_code ec, std::size_t) { read = ec; });
+  f.settle();
+  REQUIRE(read);  // completed at once: not asleep on an event already consumed
+  CHECK(*read);   // connection_reset (or eof)
+}
+
 TEST_CASE("read_wait: an end of stream completes the wait") {
   pair_fixture f;
   f.wait(recv_state::drained);
@@ -228,7 +255,7 @@ TEST_CASE("read_wait: cancel and close abort a pending wait") {
 TEST_CASE("read_wait: a cancellation slot aborts the wait (awaitable operators ||)") {
   pair_fixture f;
   net::cancellation_signal signal;
-  async_read_wait(f.server, reactor_of(f.server), recv_state::drained,
+  async_read_wait(f.server, reactor_of(f.server), recv_state::drained, true,
                   net::bind_cancellation_slot(signal.slot(), [&f](boost::system::error_code ec) {
                     f.result = ec;
                   }));
