@@ -315,6 +315,15 @@ TEST_CASE("mock: Negotiate options need a keytab and take require or ignore") {
                       "--channel-bindings", "maybe"};
   CHECK(mock::parse_options(static_cast<int>(bad_mode.size()),
                             const_cast<char**>(bad_mode.data())).exit_code == 2);
+  std::array delay{"mock", "--listen", "127.0.0.1:0", "--negotiate-keytab", "/k",
+                   "--negotiate-challenge-delay-ms", "1500"};
+  auto d = mock::parse_options(static_cast<int>(delay.size()), const_cast<char**>(delay.data()));
+  REQUIRE(d.opts);
+  CHECK(d.opts->negotiate_challenge_delay_ms == 1500);
+  std::array bad_delay{"mock", "--listen", "127.0.0.1:0", "--negotiate-keytab", "/k",
+                       "--negotiate-challenge-delay-ms", "soon"};
+  CHECK(mock::parse_options(static_cast<int>(bad_delay.size()),
+                            const_cast<char**>(bad_delay.data())).exit_code == 2);
 }
 
 // ---------------------------------------------------------------------------------------------

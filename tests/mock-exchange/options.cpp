@@ -62,6 +62,8 @@ std::string usage() {
                                  requests on it need no token
   --negotiate-persist-max N      at most N token-less requests per authentication, then 401
                                  (default 0 = unlimited)
+  --negotiate-challenge-delay-ms MS  hold the 401 to a token-less request MS ms first (a
+                                 backend slow to ask again; default 0)
   --notification-wait-seconds S  how long a MAPI NotificationWait is held (default 60)
   --mapi-pending-ms MS           PENDING keep-alive period of MAPI responses (default 15000; 0 = none)
   --channel-bindings MODE        ignore (default) | require: TLS tokens must carry RFC 5929
@@ -171,6 +173,10 @@ parse_result parse_options(int argc, char** argv) {
       o.negotiate_rcache = v;
     } else if (arg == "--negotiate-persist-max") {
       if (!to_number(v, o.negotiate_persist_max)) return fail("--negotiate-persist-max: expected a number");
+    } else if (arg == "--negotiate-challenge-delay-ms") {
+      if (!to_number(v, o.negotiate_challenge_delay_ms) || o.negotiate_challenge_delay_ms > 600000) {
+        return fail("--negotiate-challenge-delay-ms: expected 0..600000");
+      }
     } else if (arg == "--notification-wait-seconds") {
       if (!to_number(v, o.notification_wait_s) || o.notification_wait_s > 3600) {
         return fail("--notification-wait-seconds: expected 0..3600");

@@ -43,6 +43,8 @@ struct options {
   bool negotiate_persist = false;         ///< --negotiate-persist: IIS authPersistNonNTLM
   unsigned negotiate_persist_max = 0;     ///< --negotiate-persist-max: token-less requests per
                                           ///< authentication (0 = unlimited)
+  unsigned negotiate_challenge_delay_ms = 0;  ///< --negotiate-challenge-delay-ms: hold the 401
+                                              ///< to a token-less request this long
   unsigned notification_wait_s = 60;      ///< --notification-wait-seconds: MAPI NotificationWait hold
   unsigned mapi_pending_ms = 15000;       ///< --mapi-pending-ms: PENDING keep-alive period, 0 = none
 };

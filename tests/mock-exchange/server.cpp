@@ -1003,6 +1003,11 @@ net::awaitable<bool> handle(Stream& s, beast::flat_buffer& buf, parser_t& p, req
   if (st.opts.negotiate_persist && needs_negotiate(r)) persist_negotiate(ctx, conn, st.opts);
   if (st.opts.require_negotiate && needs_negotiate(r) && !(ctx.nego && ctx.nego->authenticated) &&
       ctx.session_user.empty()) {
+    if (!ctx.nego && st.opts.negotiate_challenge_delay_ms != 0) {
+      net::steady_timer timer(co_await net::this_coro::executor);
+      timer.expires_after(std::chrono::milliseconds(st.opts.negotiate_challenge_delay_ms));
+      co_await timer.async_wait(use_nothrow);
+    }
     reply challenge = text_reply(401, "mock-exchange: Negotiate authentication required\n");
     bool cont = ctx.nego && ctx.nego->continue_needed && !ctx.nego->output_token.empty();
     challenge.headers.emplace_back("WWW-Authenticate",

@@ -246,6 +246,9 @@ class KerberosSessions(unittest.TestCase):
                                 extra_args=base + ("--negotiate-persist-max", "1"))
         # Holds a Ping 2 s: past park_after, so the request on the session is parked meanwhile.
         cls.persist_hold = Mock(cls.tmp, heartbeat_cap=2, extra_args=base)
+        # IIS asking again, but only after 1.5 s: past park_after.
+        cls.persist_once_slow = Mock(cls.tmp, extra_args=base + (
+            "--negotiate-persist-max", "1", "--negotiate-challenge-delay-ms", "1500"))
 
     @classmethod
     def tearDownClass(cls):
@@ -254,6 +257,7 @@ class KerberosSessions(unittest.TestCase):
         cls.persist.stop()
         cls.persist_once.stop()
         cls.persist_hold.stop()
+        cls.persist_once_slow.stop()
         if os.environ.get("CBAGATE_KEEP_TMP") is None:
             shutil.rmtree(cls.tmp, ignore_errors=True)
 
@@ -380,6 +384,36 @@ class KerberosSessions(unittest.TestCase):
             self.assertEqual(rec["connection"], first["connection"], rec)
         recs = p.wait_access_records(3)
         self.assertEqual([krb_extra(r, "krb_cache") for r in recs], ["miss", "session", "session"], recs)
+
+    def test_a_401_that_comes_after_the_request_was_parked_is_sent_again_with_a_token(self):
+        # The backend takes 1.5 s to ask again: the session request is parked meanwhile (its
+        # exchange keeps the request it may have to send again), the 401 resumes it, and the
+        # same bytes go again with a token; the client sees only the 200.
+        p = self.proxy(self.persist_once_slow)
+        body = b"w" * 230
+        a = RawClient(p, "alice", timeout=30)
+        try:
+            self.assertEqual(self.ask(a, "GET", "slow1"), 200)
+            self.assertEqual(self.ask(a, "GET", "slow2"), 200)  # the session's one token-less use
+            a.send(f"POST /owa/?marker=slow3 HTTP/1.1\r\nHost: localhost\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            wait_until(lambda: metric(p.admin, "cbagate_requests_parked") == 1, timeout=10,
+                       what="the request parked")
+            r = a.read_response()
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(metric(p.admin, "cbagate_requests_parked"), 0)
+            self.assertEqual(self.ask(a, "GET", "slow4"), 200)
+        finally:
+            a.close()
+        asked, again = self.saw(self.persist_once_slow, "slow3", n=2)[:2]
+        self.assertEqual((asked["status"], asked["negotiate"]), (401, False), asked)
+        self.assertEqual((again["status"], again["negotiate_principal"], again["body_bytes"]),
+                         (200, "alice@LAB.TEST", 230), again)
+        self.assertEqual(again["body_sha256"], hashlib.sha256(body).hexdigest())
+        self.assertEqual(metric(p.admin, "cbagate_kerberos_session_resends_total"), 1)
+        recs = p.wait_access_records(4)
+        self.assertEqual([r["status"] for r in recs], [200, 200, 200, 200], recs)
+        self.assertEqual(krb_extra(recs[2], "krb_session"), "401, sent again with a token", recs[2])
 
     def test_persistent_auth_false_sends_a_token_with_every_request(self):
         p = self.proxy(self.persist, persistent_auth=False)
