@@ -598,6 +598,19 @@ net::awaitable<error_code> write_client_rest(connection& c, net::const_buffer re
   co_return ec;
 }
 
+// The end of a relayed response: whether the client connection goes on, and whether the
+// backend connection may serve another request, which it may only after a clean, complete
+// exchange (both messages parsed to their end, no byte of the backend's left over): never
+// with an unread rest that would be taken for the next response.
+template <class Up>
+outcome finished(const exchange<Up>& x, outcome out, bool client_keep_alive,
+                 bool upstream_keep_alive) {
+  out.client_keep_alive = client_keep_alive;
+  if (upstream_keep_alive && x.res_p->is_done() && x.req_p.is_done() && x.ubuf.size() == 0)
+    out.upstream_reusable = true;
+  return out;
+}
+
 // Step 3 for a response with Content-Length (the common case; the length is kept for the
 // client, so the body needs no re-framing): its header is serialized into the relay buffer
 // right before the body's first piece, so a small response leaves in one write, and the body
@@ -673,11 +686,7 @@ net::awaitable<outcome> relay_counted(exchange<Up>& x, outcome out, bool client_
       }
     }
   }
-  out.client_keep_alive = client_keep_alive;
-  // The backend connection is reused only after a clean, complete exchange.
-  if (upstream_keep_alive && res_p.is_done() && x.req_p.is_done() && x.ubuf.size() == 0)
-    out.upstream_reusable = true;
-  co_return out;
+  co_return finished(x, out, client_keep_alive, upstream_keep_alive);
 }
 
 template <class Up>
@@ -784,11 +793,7 @@ net::awaitable<outcome> relay_chunked(exchange<Up>& x, outcome out, bool client_
       co_return out;
     }
   }
-  out.client_keep_alive = client_keep_alive;
-  // The backend connection is reused only after a clean, complete exchange.
-  if (upstream_keep_alive && res_p.is_done() && x.req_p.is_done() && x.ubuf.size() == 0)
-    out.upstream_reusable = true;
-  co_return out;
+  co_return finished(x, out, client_keep_alive, upstream_keep_alive);
 }
 
 // A 401 to a request that went without a token on a Kerberos session (relay_keeping): not for
