@@ -287,6 +287,15 @@ class KerberosSessions(unittest.TestCase):
         raw.send(head.encode() + b"\r\n" + body)
         return raw.read_response().status
 
+    def answered_after_parking(self, proxy, raw):
+        """The request `raw` has just sent is parked by the proxy (its gauge says so), then
+        answered 200, and nothing stays parked."""
+        wait_until(lambda: metric(proxy.admin, "cbagate_requests_parked") == 1, timeout=10,
+                   what="the request parked")
+        r = raw.read_response()
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(metric(proxy.admin, "cbagate_requests_parked"), 0)
+
     def test_a_backend_session_carries_the_users_later_requests_without_a_token(self):
         p = self.proxy(self.persist)
         a = RawClient(p, "alice")
@@ -368,11 +377,7 @@ class KerberosSessions(unittest.TestCase):
                     f"&DeviceType=Y&marker=hold2 HTTP/1.1\r\nHost: localhost\r\n"
                     f"Content-Type: application/vnd.ms-sync.wbxml\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
-            wait_until(lambda: metric(p.admin, "cbagate_requests_parked") == 1, timeout=10,
-                       what="the Ping parked")
-            r = a.read_response()
-            self.assertEqual(r.status, 200, r)
-            self.assertEqual(metric(p.admin, "cbagate_requests_parked"), 0)
+            self.answered_after_parking(p, a)
             self.assertEqual(self.ask(a, "GET", "hold3"), 200)
         finally:
             a.close()
@@ -397,11 +402,7 @@ class KerberosSessions(unittest.TestCase):
             self.assertEqual(self.ask(a, "GET", "slow2"), 200)  # the session's one token-less use
             a.send(f"POST /owa/?marker=slow3 HTTP/1.1\r\nHost: localhost\r\n"
                    f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-            wait_until(lambda: metric(p.admin, "cbagate_requests_parked") == 1, timeout=10,
-                       what="the request parked")
-            r = a.read_response()
-            self.assertEqual(r.status, 200, r)
-            self.assertEqual(metric(p.admin, "cbagate_requests_parked"), 0)
+            self.answered_after_parking(p, a)
             self.assertEqual(self.ask(a, "GET", "slow4"), 200)
         finally:
             a.close()

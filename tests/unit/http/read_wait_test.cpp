@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <optional>
+#include <string_view>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -47,6 +48,13 @@ struct pair_fixture {
     for (int i = 0; i < 4; ++i) ioc.poll();
     ioc.restart();
   }
+  // The peer sends `bytes`, and what that makes ready runs.
+  void arrive(std::string_view bytes) {
+    send(bytes.data(), bytes.size());
+    settle();
+  }
+  // The last wait completed, without an error.
+  bool completed() const { return result && !*result; }
   std::size_t drain() {
     char buf[64];
     const ssize_t n = ::recv(server.native_handle(), buf, sizeof buf, MSG_DONTWAIT);
@@ -59,10 +67,8 @@ TEST_CASE("read_wait: queued on an empty socket, completed by the next arrival")
   f.wait(recv_state::drained);
   f.settle();
   CHECK_FALSE(f.result);  // nothing there: the wait is pending
-  f.send("x", 1);
-  f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  f.arrive("x");
+  REQUIRE(f.completed());
   CHECK(f.drain() == 1);
 }
 
@@ -70,26 +76,22 @@ TEST_CASE("read_wait: bytes that came while nobody waited complete the next wait
   pair_fixture f;
   // A first wait and its event, so that the descriptor is registered and exhausted.
   f.wait(recv_state::drained);
-  f.send("a", 1);
-  f.settle();
+  f.arrive("a");
   REQUIRE(f.result);
   CHECK(f.drain() == 1);
   // Now bytes arrive and their event is harvested while no wait is pending (as while the
   // proxy talks to the backend): the next wait must not sleep on an edge already consumed.
-  f.send("b", 1);
-  f.settle();
+  f.arrive("b");
   f.wait(recv_state::drained);
   f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  REQUIRE(f.completed());
   CHECK(f.drain() == 1);
 }
 
 TEST_CASE("read_wait: bytes left behind by a full read are seen only when the reader says so") {
   pair_fixture f;
   f.wait(recv_state::drained);
-  f.send("ab", 2);
-  f.settle();
+  f.arrive("ab");
   REQUIRE(f.result);
   // The reader took one byte of two (its buffer was full): the socket still holds one, and no
   // new event will come for it. A wait told so looks first and completes.
@@ -97,8 +99,7 @@ TEST_CASE("read_wait: bytes left behind by a full read are seen only when the re
   REQUIRE(::recv(f.server.native_handle(), &one, 1, MSG_DONTWAIT) == 1);
   f.wait(recv_state::maybe_pending);
   f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  REQUIRE(f.completed());
   CHECK(f.drain() == 1);
 }
 
@@ -119,8 +120,7 @@ TEST_CASE("read_wait: an end of stream that came with the last bytes is seen whe
   REQUIRE(::recv(f.server.native_handle(), two, sizeof two, MSG_DONTWAIT) == 2);
   f.wait(recv_state::maybe_pending);
   f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  REQUIRE(f.completed());
   char byte = 0;
   CHECK(::recv(f.server.native_handle(), &byte, 1, MSG_DONTWAIT) == 0);
 }
@@ -130,28 +130,23 @@ TEST_CASE("read_wait: after the waiter's own EAGAIN, an arrival completes the wa
   // An event harvested while nobody waited sets Asio's flag (as a backend's answer read
   // without a wait does); the bytes are then read to EAGAIN in the same handler run.
   f.wait(recv_state::drained);
-  f.send("a", 1);
-  f.settle();
+  f.arrive("a");
   REQUIRE(f.result);
-  f.send("b", 1);
-  f.settle();
+  f.arrive("b");
   CHECK(f.drain() == 2);
   REQUIRE(f.drain() == 0);  // EAGAIN: drained now
   f.wait(recv_state::drained_now);
   f.settle();
   CHECK_FALSE(f.result);  // queued: nothing there
-  f.send("c", 1);
-  f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  f.arrive("c");
+  REQUIRE(f.completed());
   CHECK(f.drain() == 1);
 }
 
 TEST_CASE("read_wait: drained_now is trusted: the wait does not look") {
   pair_fixture f;
   f.wait(recv_state::drained);
-  f.send("a", 1);
-  f.settle();
+  f.arrive("a");
   REQUIRE(f.result);
   // A byte is there, its event consumed by the wait above, and the caller claims EAGAIN: the
   // wait queues without a peek (what saves the system call) and sleeps until the next event.
@@ -163,12 +158,10 @@ TEST_CASE("read_wait: drained_now is trusted: the wait does not look") {
   f.server.cancel();
   f.settle();
   REQUIRE(f.result);
-  f.send("b", 1);
-  f.settle();  // event harvested with no wait pending: Asio's flag is set
+  f.arrive("b");  // event harvested with no wait pending: Asio's flag is set
   f.wait(recv_state::drained);
   f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  REQUIRE(f.completed());
   CHECK(f.drain() == 2);
 }
 
@@ -178,18 +171,15 @@ TEST_CASE("read_wait: a look that finds the socket empty queues the wait, and th
   // says EAGAIN, and the wait must still complete on the next arrival although the reactor's
   // flag (set by the harvested event) is not consulted again.
   f.wait(recv_state::drained);
-  f.send("ab", 2);
-  f.settle();
+  f.arrive("ab");
   REQUIRE(f.result);
   char two[2];
   REQUIRE(::recv(f.server.native_handle(), two, sizeof two, MSG_DONTWAIT) == 2);
   f.wait(recv_state::maybe_pending);
   f.settle();
   CHECK_FALSE(f.result);
-  f.send("c", 1);
-  f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);
+  f.arrive("c");
+  REQUIRE(f.completed());
   CHECK(f.drain() == 1);
 }
 
@@ -227,8 +217,7 @@ TEST_CASE("read_wait: an end of stream completes the wait") {
   CHECK_FALSE(f.result);
   f.client.shutdown(tcp::socket::shutdown_send);
   f.settle();
-  REQUIRE(f.result);
-  CHECK_FALSE(*f.result);  // readable: the reader's recv returns 0
+  REQUIRE(f.completed());  // readable: the reader's recv returns 0
   char byte = 0;
   CHECK(::recv(f.server.native_handle(), &byte, 1, MSG_DONTWAIT) == 0);
 }
