@@ -1008,9 +1008,10 @@ backend be_app
         def per(i1: dict, i2: dict, n: int) -> dict[str, float]:
             return {key: (i2[key] - i1[key]) / n for key in i2}
 
-        # The first dump after a load holds in its cost lines a few million instructions that
-        # ran before the zeroing (its "totals" exceed its "summary"): a warm-up load with a dump
-        # to throw away, then the two that count.
+        # The first dump of a process that covers a load holds a few million instructions more
+        # in its cost lines than in its "summary" (callgrind 3.19; a dump of an idle stretch
+        # does not fix it, a dump of a load does): a warm-up load with a dump to throw away,
+        # then the two that count, whose cost lines and summary agree.
         instructions(lambda: self.ab_n(px["port"], 20, True))
         d = n2 - n1
         i1 = instructions(lambda: self.ab_n(px["port"], n1, True))
