@@ -190,6 +190,19 @@ class tls_stream {
         std::forward<Token>(token), /*socket_first=*/SSL_has_pending(s_->ssl) == 0);
   }
 
+  /** What OpenSSL gives at once, without waiting and without an asynchronous hop: bytes it
+      holds decrypted already, or what one non-blocking read of the socket brings. 0 when
+      nothing is there now, and also on the end of the stream or an error: the next
+      asynchronous read meets the same and reports it. No operation may be in progress. */
+  std::size_t read_now(boost::asio::mutable_buffer b) noexcept {
+    if (b.size() == 0 || s_->fatal || !s_->sock.is_open()) return 0;
+    if (ERR_peek_error() != 0) ERR_clear_error();
+    std::size_t n = 0;
+    if (SSL_read_ex(s_->ssl, b.data(), b.size(), &n) == 1) return n;
+    ERR_clear_error();
+    return 0;
+  }
+
   /**
    * Copies application data OpenSSL has already decrypted into `b`, without waiting and
    * without a system call: the bytes copied, 0 when none are pending (or on any error, which
