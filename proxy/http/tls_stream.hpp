@@ -209,10 +209,7 @@ class tls_stream {
    * the next asynchronous operation then reports).
    */
   std::size_t read_pending(boost::asio::mutable_buffer b) noexcept {
-    if (b.size() == 0 || s_->fatal || !s_->sock.is_open() || SSL_pending(s_->ssl) <= 0) return 0;
-    if (ERR_peek_error() != 0) ERR_clear_error();
-    std::size_t n = 0;
-    return SSL_read_ex(s_->ssl, b.data(), b.size(), &n) == 1 ? n : 0;
+    return SSL_pending(s_->ssl) > 0 ? read_now(b) : 0;
   }
 
   /**
