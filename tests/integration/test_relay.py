@@ -154,6 +154,31 @@ class Relay(Base):
     def test_50mb_upload_chunked_streams_with_bounded_memory(self):
         self.upload(chunked=True)
 
+    def test_a_client_gone_mid_upload_ends_the_request_and_its_backend_connection(self):
+        # The Content-Length body's pieces go through the parser straight from what OpenSSL has
+        # at hand; a client that closes before the body's end must still end the exchange as
+        # client_closed, and the backend connection that got a cut body must not be reused.
+        self.warm_up()
+        m = self.mark()
+        sent = 600000
+        c = RawClient(self.proxy, "alice", timeout=30)
+        try:
+            c.send((f"POST {self.sendmail_target(m)} HTTP/1.1\r\nHost: localhost\r\n"
+                    f"Content-Type: message/rfc822\r\nContent-Length: 2000000\r\n\r\n").encode())
+            c.send(b"z" * sent)
+        finally:
+            c.close()  # no close_notify: a phone out of coverage
+        rec = self.proxy_logged(m)
+        self.assertEqual(rec["error"], "client_closed", rec)
+        self.assertLessEqual(rec["bytes_in"], sent, rec)
+        cut = self.backend_saw(m)[0]
+        self.assertFalse(cut["body_complete"], cut)
+        m2 = self.mark()
+        r = request(self.proxy, "POST", self.sendmail_target(m2), body=b"y" * 300000,
+                    headers=[("Content-Type", "message/rfc822")])
+        self.assertEqual(r.status, 200, r)
+        self.assertNotEqual(self.backend_saw(m2)[0]["connection"], cut["connection"])
+
     def test_50mb_download_streams_with_bounded_memory(self):
         self.warm_up()
         m = self.mark()
