@@ -1,7 +1,5 @@
 #include "tls/certificate_memo.hpp"
 
-#include <algorithm>
-
 #include <openssl/asn1.h>
 
 namespace cbagate::tls {

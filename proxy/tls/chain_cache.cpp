@@ -1,7 +1,5 @@
 #include "tls/chain_cache.hpp"
 
-#include <algorithm>
-
 #include <openssl/crypto.h>
 
 namespace cbagate::tls {
